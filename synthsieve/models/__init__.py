@@ -1,0 +1,5 @@
+"""Bundled models. `default/` is the model used when --model is not given."""
+
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"

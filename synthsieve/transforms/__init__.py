@@ -1,0 +1,1 @@
+"""PTransforms and DoFns: sources, read, decode, scoring, sinks."""

@@ -1,0 +1,176 @@
+"""Decodes image bytes with Pillow into the model's input, one decode per image.
+
+JPEGs are decoded in draft mode at the smallest DCT scale that still covers the model input,
+which is most of the decode cost saved on camera-sized photos. Every Pillow mode ends as RGB;
+animated files give their first frame. Limits on pixels produce error rows, never a warning.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from synthsieve.elements import FetchedImage, ImageInfo
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.schema import STAGE_DECODE, error_row
+
+ERRORS = "errors"
+DEFAULT_MAX_PIXELS = 100_000_000
+_BACKGROUND = (255, 255, 255)
+
+# A truncated file is an error row, not a half-grey image scored as if it were whole.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow's global bomb check warns, then raises at its own limit inside Image.open, before we
+# can see the header. decode_image checks --max-pixels on the header instead, per image.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class DecodeError(Exception):
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image  # RGB, orientation applied, possibly draft-reduced
+    format: str | None
+    width: int  # of the original image, as stored
+    height: int
+    warnings: tuple[str, ...]
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(np.nanmax(arr)) if arr.size else 0.0
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif mode == "I":
+            # 32-bit integer mode holds 16-bit PNG/TIFF samples (0..65535) or plain 8-bit.
+            top = 65535.0 if peak > 255 else 255.0
+        else:
+            top = 1.0 if peak <= 1.0 else 255.0
+        arr = np.clip(np.nan_to_num(arr) * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    elif mode == "1":
+        img = img.convert("L")
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Decoded:
+    """Bytes -> RGB image at least min_size (w, h) on its shorter side where the file allows.
+
+    Raises DecodeError with an error_type for anything that cannot become an RGB image.
+    """
+    warnings: list[str] = []
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise DecodeError("not_an_image", f"not a recognised image format: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise DecodeError("too_many_pixels", str(e)) from e
+    width, height = img.size
+    fmt = img.format
+    if width <= 0 or height <= 0:
+        raise DecodeError("corrupt", f"invalid dimensions {width}x{height}")
+    if width * height > max_pixels:
+        raise DecodeError(
+            "too_many_pixels",
+            f"{width}x{height} = {width * height} pixels is over the --max-pixels limit "
+            f"of {max_pixels}")
+    try:
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+            warnings.append("animated: scored the first frame")
+        if fmt == "JPEG":
+            # draft picks the largest DCT reduction keeping both sides >= the request,
+            # so the shorter side still covers the model input after orientation.
+            side = max(min_size)
+            img.draft(None, (side, side))
+        img.load()
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as e:  # a broken EXIF block must not lose the pixels
+            warnings.append(f"exif orientation not applied: {e}")
+        rgb = _to_rgb(img)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DecodeError("too_many_pixels", str(e)) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        text = str(e)
+        kind = "truncated" if "truncated" in text.lower() else "corrupt"
+        raise DecodeError(kind, f"cannot decode {fmt or 'image'}: {text}") from e
+    except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
+        raise DecodeError(
+            "corrupt", f"cannot decode {fmt or 'image'}: {type(e).__name__}: {e}") from e
+    return Decoded(rgb, fmt, width, height, tuple(warnings))
+
+
+def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.ndarray]:
+    """Decode and preprocess to the model's HWC uint8 input."""
+    decoded = decode_image(data, (spec.width, spec.height), max_pixels)
+    try:
+        pixels = spec.to_uint8(decoded.image)
+    except Exception as e:
+        raise DecodeError("preprocess_failed", f"{type(e).__name__}: {e}") from e
+    return decoded, pixels
+
+
+class _Decode(beam.DoFn):
+    def __init__(self, spec: ModelSpec, max_pixels: int, run_id: str):
+        self._spec = spec
+        self._max_pixels = max_pixels
+        self._run_id = run_id
+
+    def setup(self) -> None:
+        # Another library in the worker may have restored Pillow's global limit.
+        Image.MAX_IMAGE_PIXELS = None
+
+    def process(self, item: FetchedImage) -> Iterable[Any]:
+        try:
+            decoded, pixels = prepare(item.data, self._spec, self._max_pixels)
+        except DecodeError as e:
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=item.ref.image_id, uri=item.ref.uri, stage=STAGE_DECODE,
+                error_type=e.error_type, message=str(e), run_id=self._run_id))
+            return
+        info = ImageInfo(
+            ref=item.ref, sha256=item.sha256, num_bytes=len(item.data), width=decoded.width,
+            height=decoded.height, format=decoded.format, warnings=decoded.warnings)
+        yield info, pixels
+
+
+class DecodeImages(beam.PTransform):
+    """FetchedImage -> {'images': (ImageInfo, HWC uint8 array), 'errors': error rows}."""
+
+    def __init__(self, spec: ModelSpec, run_id: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__()
+        if max_pixels <= 0:
+            raise ValueError("max_pixels must be positive")
+        self._spec = spec
+        self._run_id = run_id
+        self._max_pixels = max_pixels
+
+    def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
+        out = images | "Decode" >> beam.ParDo(
+            _Decode(self._spec, self._max_pixels, self._run_id)).with_outputs(ERRORS, main="images")
+        return {"images": out.images, "errors": out[ERRORS]}

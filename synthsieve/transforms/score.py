@@ -1,0 +1,96 @@
+"""Scores prepared images with RunInference and builds the `scores` rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+
+from synthsieve.elements import ImageInfo
+from synthsieve.inference.outputs import interpret
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_utc
+
+ERRORS = "errors"
+
+
+def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str, backend: str,
+              run_id: str) -> dict[str, Any]:
+    row = empty_score_row()
+    row.update(columns)
+    row.update(
+        image_id=info.ref.image_id,
+        uri=info.ref.uri,
+        sha256=info.sha256,
+        bytes=info.num_bytes,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        model=model,
+        backend=backend,
+        warnings=list(info.warnings),
+        extra=info.ref.extra,
+        run_id=run_id,
+        processed_at=now_utc(),
+    )
+    return row
+
+
+class _ToScoreRow(beam.DoFn):
+    def __init__(self, spec: ModelSpec, backend: str, run_id: str):
+        self._spec = spec
+        self._backend = backend
+        self._run_id = run_id
+
+    def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[Any]:
+        info, result = keyed
+        try:
+            columns = interpret(result.inference, self._spec)
+        except Exception as e:
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_INFERENCE,
+                error_type="bad_model_output", message=f"{type(e).__name__}: {e}",
+                run_id=self._run_id))
+            return
+        yield score_row(info, columns, model=self._spec.model_id, backend=self._backend,
+                        run_id=self._run_id)
+
+
+class _FailedBatchToErrors(beam.DoFn):
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    def process(self, failed: tuple[Any, BaseException]) -> Iterable[dict[str, Any]]:
+        batch, exc = failed
+        for info, _pixels in batch:
+            yield error_row(
+                image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_INFERENCE,
+                error_type=type(exc).__name__, message=f"inference failed for its batch: {exc}",
+                run_id=self._run_id)
+
+
+class ScoreImages(beam.PTransform):
+    """(ImageInfo, HWC uint8) -> {'scores': score rows, 'errors': error rows}."""
+
+    def __init__(self, handler: ModelHandler, spec: ModelSpec, backend: str, run_id: str):
+        super().__init__()
+        self._handler = handler
+        self._spec = spec
+        self._backend = backend
+        self._run_id = run_id
+
+    def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
+        predictions, failed = (
+            images
+            | "RunInference" >> RunInference(KeyedModelHandler(self._handler))
+            .with_exception_handling()
+        )
+        rows = predictions | "ToScoreRows" >> beam.ParDo(
+            _ToScoreRow(self._spec, self._backend, self._run_id)).with_outputs(
+                ERRORS, main="scores")
+        failed_rows = failed.failed_inferences | "FailedBatches" >> beam.ParDo(
+            _FailedBatchToErrors(self._run_id))
+        errors = (rows[ERRORS], failed_rows) | "InferenceErrors" >> beam.Flatten()
+        return {"scores": rows.scores, "errors": errors}

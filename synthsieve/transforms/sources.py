@@ -1,0 +1,265 @@
+"""Turns the SOURCE arguments (directories, globs, manifests) into ImageRefs.
+
+Listings and manifests are streamed, never loaded whole, so a folder or manifest of a
+million images costs memory per element, not per corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
+from apache_beam.io.filesystems import FileSystems
+
+from synthsieve.elements import ImageRef
+from synthsieve.schema import STAGE_READ, error_row
+
+ERRORS = "errors"
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+# Schemes that FileSystems reads here; http(s) is fetched by a later transform.
+READABLE_SCHEMES = ("gs", "s3", "file")
+MAX_URI_CHARS = 4096
+
+
+class SourceError(ValueError):
+    """A SOURCE argument or manifest that cannot be used at all (a usage error)."""
+
+
+def image_id_for(uri: str) -> str:
+    return hashlib.sha256(uri.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def manifest_format(path: str) -> str | None:
+    lower = path.lower()
+    for suffix in (".gz", ".bz2", ".zst", ".deflate"):
+        if lower.endswith(suffix):
+            lower = lower[: -len(suffix)]
+    for suffix in MANIFEST_SUFFIXES:
+        if lower.endswith(suffix):
+            return "jsonl" if suffix == ".ndjson" else suffix[1:]
+    return None
+
+
+def classify_source(source: str) -> tuple[str, str]:
+    """('manifest' | 'files', pattern) for one SOURCE argument.
+
+    A directory becomes a recursive pattern; a glob or a single file is matched as given.
+    Local paths that do not exist are refused here, before a pipeline is built.
+    """
+    if not source:
+        raise SourceError("empty SOURCE")
+    scheme = urlsplit(source).scheme
+    is_remote = len(scheme) > 1  # a Windows drive letter is not a scheme
+    if manifest_format(source):
+        if not is_remote and not _GLOB_CHARS.search(source) and not Path(source).is_file():
+            raise SourceError(f"manifest {source} does not exist")
+        return "manifest", source
+    if _GLOB_CHARS.search(source):
+        return "files", source
+    if is_remote:
+        return "files", source.rstrip("/") + "/**" if source.endswith("/") else source
+    path = Path(source)
+    if path.is_dir():
+        return "files", str(path.resolve()) + "/**"
+    if path.is_file():
+        return "files", str(path.resolve())
+    raise SourceError(f"{source} is not a file, directory, glob or manifest")
+
+
+def iter_matching(pattern: str) -> Iterator[str]:
+    """Yields paths matching a glob one at a time.
+
+    FileSystems.match returns the whole listing as one list; for a prefix of millions of
+    objects that is the corpus in memory, so walk the filesystem's own lazy listing and
+    filter it with Beam's own glob translation instead.
+    """
+    fs = FileSystems.get_filesystem(pattern)
+    if not _GLOB_CHARS.search(pattern):
+        if fs.exists(pattern):
+            yield pattern
+        return
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    regex = re.compile(FileSystem.translate_pattern(pattern))
+    list_root = prefix if prefix.endswith("/") else fs._url_dirname(prefix)  # noqa: SLF001
+    for metadata in fs._list(list_root):  # noqa: SLF001  (lazy listing, see docstring)
+        if regex.match(metadata.path):
+            yield metadata.path
+
+
+class _ListFiles(beam.DoFn):
+    def process(self, pattern: str) -> Iterable[ImageRef]:
+        for path in iter_matching(pattern):
+            yield ImageRef(uri=path, image_id=image_id_for(path), extra=None)
+
+
+def _stringify(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def _validate_uri(uri: str) -> str | None:
+    """The reason a manifest URI is unusable, or None when it can be read."""
+    if not uri.strip():
+        return "empty uri"
+    if len(uri) > MAX_URI_CHARS:
+        return f"uri is longer than {MAX_URI_CHARS} characters"
+    if any(ord(c) < 0x20 for c in uri):
+        return "uri contains control characters"
+    try:
+        parts = urlsplit(uri)
+    except ValueError as e:
+        return f"malformed uri: {e}"
+    scheme = parts.scheme.lower()
+    if len(scheme) > 1 and scheme not in READABLE_SCHEMES:
+        if scheme in ("http", "https"):
+            return "http(s) URLs are not fetched by this version of synthsieve"
+        return f"unsupported uri scheme {scheme!r}"
+    if scheme in ("gs", "s3") and not parts.netloc:
+        return f"{scheme}:// uri without a bucket"
+    return None
+
+
+class _ReadManifest(beam.DoFn):
+    """One manifest file -> ImageRefs (and error rows for unusable rows)."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    def process(self, path: str) -> Iterable[Any]:
+        base = path.rsplit("/", 1)[0] if "/" in path else "."
+        fmt = manifest_format(path)
+        for row_number, row in enumerate(_iter_manifest_rows(path, fmt), start=1):
+            yield from self._to_ref(path, base, row_number, row)
+
+    def _to_ref(self, path: str, base: str, row_number: int, row: Any) -> Iterable[Any]:
+        where = f"{path}#row{row_number}"
+        if isinstance(row, Exception):
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=image_id_for(where), uri=where, stage=STAGE_READ,
+                error_type="invalid_manifest_row", message=str(row), run_id=self._run_id))
+            return
+        uri_key = "uri" if "uri" in row else "url"
+        raw_uri = row.get(uri_key)
+        uri = _stringify(raw_uri) or ""
+        raw_id = _stringify(row.get("id"))
+        extra = {k: _stringify(v) for k, v in row.items() if k not in (uri_key, "id")}
+        problem = _validate_uri(uri)
+        if problem:
+            image_id = raw_id or image_id_for(where)
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=image_id, uri=uri or where, stage=STAGE_READ, error_type="invalid_uri",
+                message=f"{where}: {problem}", run_id=self._run_id))
+            return
+        if not urlsplit(uri).scheme or len(urlsplit(uri).scheme) == 1:
+            if not uri.startswith("/"):
+                uri = FileSystems.join(base, uri)
+        elif uri.startswith("file://"):
+            uri = uri[len("file://"):]
+        yield ImageRef(uri=uri, image_id=raw_id or image_id_for(uri), extra=extra or None)
+
+
+def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] | Exception]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            pf = pq.ParquetFile(fh)
+            _check_columns(path, pf.schema_arrow.names)
+            for batch in pf.iter_batches(batch_size=8192):
+                yield from batch.to_pylist()
+        return
+    with FileSystems.open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        if fmt == "csv":
+            reader = csv.DictReader(text)
+            _check_columns(path, reader.fieldnames or [])
+            for row in reader:
+                if None in row:  # more fields than the header names
+                    row = {k: v for k, v in row.items() if k is not None}
+                yield row
+            return
+        checked = False
+        for line_number, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield ValueError(f"line {line_number} is not valid JSON: {e}")
+                continue
+            if not isinstance(row, dict):
+                yield ValueError(f"line {line_number} is not a JSON object")
+                continue
+            if not checked and ("uri" in row or "url" in row):
+                checked = True
+            elif not checked:
+                yield ValueError(f"line {line_number} has neither a 'uri' nor a 'url' field")
+                continue
+            yield row
+
+
+def check_manifest(path: str) -> None:
+    """Fails fast on a manifest without a uri/url column (reads only its header)."""
+    fmt = manifest_format(path)
+    if fmt == "jsonl":
+        return  # per-line: a line without the field becomes its own error row
+    for _ in _iter_manifest_rows(path, fmt):
+        return
+
+
+def _check_columns(path: str, names: list[str]) -> None:
+    if "uri" not in names and "url" not in names:
+        raise SourceError(
+            f"manifest {path} needs a 'uri' or 'url' column; it has {', '.join(names) or 'none'}"
+        )
+
+
+class ExpandSources(beam.PTransform):
+    """SOURCE arguments -> {'refs': ImageRef, 'errors': error rows}.
+
+    The listing runs on one worker per pattern; a Reshuffle then spreads the refs so that
+    reading and decoding parallelise across workers.
+    """
+
+    def __init__(self, sources: list[str], run_id: str):
+        super().__init__()
+        self._sources = [classify_source(s) for s in sources]
+        self._run_id = run_id
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        file_patterns = [p for kind, p in self._sources if kind == "files"]
+        manifest_patterns = [p for kind, p in self._sources if kind == "manifest"]
+        p = pbegin.pipeline
+        from_files = (
+            p
+            | "FilePatterns" >> beam.Create(file_patterns)
+            | "ListFiles" >> beam.ParDo(_ListFiles())
+        )
+        manifests = (
+            p
+            | "ManifestPatterns" >> beam.Create(manifest_patterns)
+            | "ListManifests" >> beam.FlatMap(iter_matching)
+            | "ReadManifests" >> beam.ParDo(_ReadManifest(self._run_id)).with_outputs(
+                ERRORS, main="refs")
+        )
+        refs = (
+            (from_files, manifests.refs)
+            | "AllRefs" >> beam.Flatten()
+            | "Spread" >> beam.Reshuffle()
+        )
+        return {"refs": refs, "errors": manifests[ERRORS]}

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from corpus import (
+    animated_gif,
+    cmyk_jpeg,
+    encode,
+    exif_rotated_jpeg,
+    palette_png_with_transparency,
+    photo_like,
+    png16,
+    png_header_only,
+)
+from PIL import Image
+
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.transforms.decode import DecodeError, decode_image, prepare
+
+SIZE = (224, 224)
+
+
+def spec(size: int = 224) -> ModelSpec:
+    return ModelSpec.from_dict({
+        "name": "t", "version": "1",
+        "input": {"name": "x", "size": [size, size]},
+        "preprocess": {"mean": [0, 0, 0], "std": [1, 1, 1]},
+        "outputs": {"ai_generated": "p"},
+        "thresholds": {"ai_generated": 0.5, "not_ai_generated": 0.5},
+    }, "/nonexistent")
+
+
+def test_large_jpeg_is_decoded_in_draft_mode_but_never_below_model_input():
+    data = encode(photo_like(2000, 1500), "JPEG", quality=90)
+    d = decode_image(data, SIZE, 10**9)
+    assert (d.width, d.height) == (2000, 1500)  # original size is reported
+    # 1/8 would give 250x188, below 224 on the short side, so 1/4 is the smallest scale.
+    assert d.image.size == (500, 375)
+    d4 = decode_image(data, (400, 400), 10**9)
+    assert min(d4.image.size) >= 400  # ...and a larger input gets a smaller reduction
+
+
+def test_exif_orientation_is_applied():
+    d = decode_image(exif_rotated_jpeg(320, 240), (32, 32), 10**9)
+    assert d.image.size[1] > d.image.size[0]  # 320x240 stored, shown rotated: portrait
+
+
+def test_cmyk_jpeg_becomes_rgb_with_plausible_colours():
+    d = decode_image(cmyk_jpeg(), (64, 64), 10**9)
+    assert d.image.mode == "RGB"
+    ref = np.asarray(photo_like(96, 64, seed=3), dtype=np.float32)
+    got = np.asarray(d.image, dtype=np.float32)
+    assert np.abs(got - ref).mean() < 40
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    d = decode_image(png16(), (32, 32), 10**9)
+    arr = np.asarray(d.image)
+    assert d.image.mode == "RGB"
+    assert arr.min() == 0 and arr.max() == 255
+    assert 100 < arr.mean() < 155  # a linear ramp over the full range averages mid-grey
+
+
+def test_palette_with_transparency_is_composited_on_white():
+    d = decode_image(palette_png_with_transparency(), (32, 32), 10**9)
+    arr = np.asarray(d.image)
+    assert tuple(arr[10, 50]) == (255, 255, 255)  # transparent index -> white background
+    assert tuple(arr[10, 10]) == (0, 0, 255)
+
+
+def test_animated_gif_gives_first_frame_and_says_so():
+    d = decode_image(animated_gif(), (32, 32), 10**9)
+    assert d.image.mode == "RGB"
+    assert any("animated" in w for w in d.warnings)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "1", "I", "F", "P", "HSV"])
+def test_every_mode_ends_as_rgb(mode):
+    img = photo_like(40, 30).convert(mode if mode not in ("I", "F") else "L")
+    if mode in ("I", "F"):
+        img = img.convert(mode)
+    if mode == "HSV":  # Pillow cannot save HSV; an 8-bit TIFF read back as RGB is the case
+        img = photo_like(40, 30)
+    fmt = {"I": "TIFF", "F": "TIFF", "HSV": "TIFF"}.get(mode, "PNG")
+    d = decode_image(encode(img, fmt), (16, 16), 10**9)
+    assert d.image.mode == "RGB"
+    assert np.asarray(d.image).std() > 0
+
+
+def test_pixel_bomb_header_is_refused_before_decoding():
+    with pytest.raises(DecodeError) as e:
+        decode_image(png_header_only(30000, 30000), SIZE, 100_000_000)
+    assert e.value.error_type == "too_many_pixels"
+    assert "30000x30000" in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_errors_not_grey_images(fmt):
+    data = encode(photo_like(300, 200), fmt)
+    with pytest.raises(DecodeError) as e:
+        decode_image(data[: len(data) // 2], SIZE, 10**9)
+    assert e.value.error_type in ("truncated", "corrupt")
+
+
+def test_random_bytes_and_text_are_not_images():
+    for data in (np.random.default_rng(1).bytes(4096), b"hello world\n"):
+        with pytest.raises(DecodeError) as e:
+            decode_image(data, SIZE, 10**9)
+        assert e.value.error_type == "not_an_image"
+
+
+def test_prepare_resizes_shorter_side_and_centre_crops():
+    img = Image.new("RGB", (400, 200), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 100, 200))  # left quarter red: cropped away by centre crop
+    _, pixels = prepare(encode(img, "PNG"), spec(100), 10**9)
+    assert pixels.shape == (100, 100, 3) and pixels.dtype == np.uint8
+    assert pixels[:, :, 0].max() < 30
+
+
+def test_normalize_batch_applies_mean_std_and_layout():
+    s = ModelSpec.from_dict({
+        "name": "t", "version": "1", "input": {"name": "x", "size": [2, 2], "layout": "NCHW"},
+        "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "outputs": {"ai_generated": "p"},
+        "thresholds": {"ai_generated": 0.5, "not_ai_generated": 0.5}}, "/x")
+    batch = np.full((1, 2, 2, 3), 255, dtype=np.uint8)
+    x = s.normalize_batch(batch)
+    assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
+    assert np.allclose(x, 2.0)
