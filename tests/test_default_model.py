@@ -1,4 +1,4 @@
-"""The bundled model: assembled from pinned inputs, and as good through the pipeline as its card says."""
+"""The bundled model: built from pinned inputs, as good through the pipeline as its card."""
 
 from __future__ import annotations
 
