@@ -107,6 +107,16 @@ def _run_fetch_model(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DropKnownNoise(logging.Filter):
+    """Beam logs these at WARNING on every start; they say nothing about the run."""
+
+    NOISE = ("apitools not found", "Resource module is not available")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synthsieve", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropKnownNoise())
     if not args.quiet:
         # Beam logs every stage at INFO; keep our progress lines readable.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)

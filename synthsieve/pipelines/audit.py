@@ -81,6 +81,27 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
      | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id))
 
 
+def with_local_defaults(pipeline_args: list[str]) -> list[str]:
+    """On the DirectRunner, one worker thread per core unless the user chose otherwise.
+
+    Two threads let one decode while the other runs the model (Pillow and ONNX Runtime both
+    release the GIL); bench/audit_cpu.py measures 0.97 of the inference limit this way
+    against 0.86 with the DirectRunner's single worker.
+    """
+    args = list(pipeline_args)
+    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
+    if "--runner" in args:
+        runner = args[args.index("--runner") + 1]
+    if runner not in (None, "DirectRunner", "direct"):
+        return args
+    if any(a.startswith("--direct_num_workers") for a in args):
+        return args
+    cores = default_intra_op_threads(1)
+    if cores > 1:
+        args += ["--direct_num_workers", str(cores), "--direct_running_mode", "multi_threading"]
+    return args
+
+
 def _workers_per_machine(options: PipelineOptions) -> int:
     direct = options.view_as(DirectOptions)
     return max(1, int(direct.direct_num_workers or 1))
@@ -124,7 +145,7 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
     spec = ModelSpec.load(cfg.model_dir)
-    options = PipelineOptions(pipeline_args or [])
+    options = PipelineOptions(with_local_defaults(pipeline_args or []))
     threads = cfg.intra_op_threads or default_intra_op_threads(_workers_per_machine(options))
     handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size, intra_op_threads=threads)
     if not cfg.out_dir.startswith(("gs://", "s3://")):

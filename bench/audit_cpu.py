@@ -1,0 +1,141 @@
+"""CPU throughput of the audit: decode+preprocess alone, inference alone, whole pipeline.
+
+All three run in this one process on the same images, so the ratio printed at the end
+(pipeline images/s over the slower of the two stages) is comparable across noisy machines.
+Target: >= 0.8.
+
+    .venv/bin/python bench/audit_cpu.py                       # ../shared/data if present
+    .venv/bin/python bench/audit_cpu.py --source DIR --limit 300
+    .venv/bin/python bench/audit_cpu.py -- --direct_num_workers 1   # the runner's own default
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.models import DEFAULT_MODEL_DIR
+from synthsieve.pipelines.audit import AuditConfig, run_audit, with_local_defaults
+from synthsieve.transforms.decode import prepare
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def synthetic_corpus(root: Path, n: int) -> Path:
+    """Camera-like JPEGs and generator-like PNGs of mixed sizes (when ../shared is absent)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        w, h = (int(v) for v in rng.choice([(4000, 3000), (1024, 1024), (1920, 1080),
+                                            (768, 512)], 1)[0])
+        yy, xx = np.mgrid[0:h:4, 0:w:4]
+        base = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.float32)
+        small = Image.fromarray(np.clip(base + rng.normal(0, 20, base.shape), 0, 255)
+                                .astype(np.uint8)).resize((w, h))
+        buf = io.BytesIO()
+        if i % 2:
+            small.save(buf, "JPEG", quality=90)
+            (root / f"{i:04d}.jpg").write_bytes(buf.getvalue())
+        else:
+            small.save(buf, "PNG")
+            (root / f"{i:04d}.png").write_bytes(buf.getvalue())
+    return root
+
+
+def images_of(source: Path, limit: int) -> list[Path]:
+    files = sorted(p for p in source.rglob("*") if p.is_file()
+                   and p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".gif"))
+    return files[:limit]
+
+
+def bench_decode(files: list[Path], spec: ModelSpec, threads: int) -> tuple[float, list]:
+    blobs = [f.read_bytes() for f in files]
+    t = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        prepared = list(pool.map(lambda b: prepare(b, spec, 10**9)[1], blobs))
+    return len(blobs) / (time.perf_counter() - t), prepared
+
+
+def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int) -> float:
+    handler = OnnxImageModelHandler(spec, batch_size=batch, intra_op_threads=threads)
+    session = handler.load_model()
+    list(handler.run_inference(prepared[:batch], session))  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(prepared), batch):
+        list(handler.run_inference(prepared[i:i + batch], session))
+    return len(prepared) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default=None, help="directory of images (default ../shared/data)")
+    ap.add_argument("--limit", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
+    ap.add_argument("beam_args", nargs="*", help="pipeline options, after --")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.source:
+            source = Path(args.source)
+        elif (SHARED / "SOURCES.csv").is_file():
+            source = SHARED
+        else:
+            source = synthetic_corpus(Path(tmp) / "corpus", min(args.limit, 300))
+        files = images_of(source, args.limit)
+        spec = ModelSpec.load(args.model)
+        beam_args = with_local_defaults(args.beam_args)
+        workers = 1
+        if "--direct_num_workers" in beam_args:
+            workers = int(beam_args[beam_args.index("--direct_num_workers") + 1])
+        ort_threads = default_intra_op_threads(workers)
+        cores = default_intra_op_threads(1)
+        print(f"{len(files)} images from {source}; {cores} cores; batch {args.batch_size}; "
+              f"pipeline options {' '.join(beam_args) or '(DirectRunner defaults)'}", flush=True)
+
+        decode_1, prepared = bench_decode(files, spec, 1)
+        decode_n, _ = bench_decode(files, spec, cores)
+        infer = bench_inference(prepared, spec, args.batch_size, cores)
+
+        # The pipeline reads from a manifest of exactly these files.
+        manifest = Path(tmp) / "bench.csv"
+        manifest.write_text("uri\n" + "".join(f"{f}\n" for f in files))
+        cfg = AuditConfig(sources=[str(manifest)], out_dir=str(Path(tmp) / "out"),
+                          model_dir=args.model, batch_size=args.batch_size,
+                          intra_op_threads=ort_threads)
+        summary = run_audit(cfg, args.beam_args)
+        pipeline = (summary["scores"] + summary["errors"]) / summary["wall_s"]
+
+    limit = min(decode_n, infer)
+    result = {
+        "images": len(files),
+        "decode_preprocess_img_s_1_thread": round(decode_1, 1),
+        f"decode_preprocess_img_s_{cores}_threads": round(decode_n, 1),
+        f"inference_img_s_batch_{args.batch_size}": round(infer, 1),
+        "pipeline_img_s": round(pipeline, 1),
+        "pipeline_wall_s_incl_startup": summary["wall_s"],
+        "slower_stage": "inference" if infer <= decode_n else "decode",
+        "ratio_pipeline_to_slower_stage": round(pipeline / limit, 3),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"ratio pipeline/slower stage: {result['ratio_pipeline_to_slower_stage']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
