@@ -46,6 +46,52 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
 
 
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    from synthsieve.evaluation.perturb import CONDITIONS
+
+    e = sub.add_parser(
+        "eval",
+        help="measure a model on a labelled manifest, as-is and after recompression/resizing",
+        description=(
+            "Runs the audit pipeline on a labelled manifest (label ai/real or 1/0) as-is and "
+            "under robustness conditions, and writes DIR/eval.json and DIR/eval.html: "
+            "ROC-AUC, AP, TPR at 1%% and 5%% FPR, accuracy/precision/recall at the model "
+            "card's thresholds, calibration, and breakdowns by generator, format and size. "
+            "The last line printed is the ROC-AUC. Other --options go to Beam."
+        ),
+    )
+    e.add_argument("manifest", metavar="MANIFEST")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
+    e.add_argument("--label-column", default="label")
+    e.add_argument("--group-column", default=None,
+                   help="column naming the generator (or any group) for per-group recall")
+    e.add_argument("--conditions", default=",".join(CONDITIONS),
+                   help=f"comma-separated robustness conditions (default: all of "
+                        f"{', '.join(CONDITIONS)})")
+    e.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+
+
+def _import_model_parser(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser(
+        "import-model",
+        help="turn your own detector (ONNX, or a PyTorch checkpoint) into a model directory",
+        description=(
+            "SRC is an .onnx file, or a PyTorch checkpoint (.pt/.pth: a full module, "
+            "TorchScript, or a timm state dict) exported with torch.onnx when torch is "
+            "installed. --config (JSON or YAML) gives name, version, input {size, layout}, "
+            "preprocess {resize, crop, scale, mean, std}, output {name, kind: probability | "
+            "logit | softmax | probabilities, classes, real_class} and thresholds. The result "
+            "is validated on --sample images (default: generated ones)."
+        ),
+    )
+    m.add_argument("src", metavar="SRC")
+    m.add_argument("--out", required=True, metavar="DIR")
+    m.add_argument("--config", default=None, metavar="FILE")
+    m.add_argument("--sample", default=None, metavar="DIR",
+                   help="images to validate the imported model on")
+
+
 def _fetch_model_parser(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "fetch-model",
@@ -95,6 +141,57 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _run_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+    from synthsieve.pipelines.evaluate import EvalConfig, run_eval
+    from synthsieve.transforms.sources import SourceError, check_manifest, classify_source
+
+    try:
+        kind, pattern = classify_source(args.manifest)
+        if kind != "manifest":
+            raise SourceError(f"{args.manifest} is not a manifest (.csv, .jsonl, .parquet)")
+        if "://" not in pattern and Path(pattern).is_file():
+            check_manifest(pattern)
+        spec = ModelSpec.load(args.model)
+    except (SourceError, ModelSpecError) as e:
+        print(f"synthsieve eval: {e}", file=sys.stderr)
+        return 2
+    if not Path(spec.model_path).is_file():
+        print(f"synthsieve eval: {spec.model_path} is missing; run `synthsieve fetch-model`",
+              file=sys.stderr)
+        return 2
+    cfg = EvalConfig(manifest=args.manifest, out_dir=args.out, model_dir=args.model,
+                     label_column=args.label_column, group_column=args.group_column,
+                     conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
+                     batch_size=args.batch_size)
+    try:
+        report = run_eval(cfg, beam_args)
+    except ValueError as e:
+        print(f"synthsieve eval: {e}", file=sys.stderr)
+        return 2
+    o = report["overall"]
+    print(f"{o['n']} labelled images ({o['n_ai']} AI, {o['n_real']} real), "
+          f"{report['errors']} error rows; report: {args.out}/eval.html")
+    for cond, m in report["robustness"].items():
+        print(f"  {cond:<12} ROC-AUC {m['roc_auc']}  AP {m['average_precision']}  "
+              f"TPR@1%FPR {m['tpr_at_1pct_fpr']}  ECE {m['ece']}  precision {m['precision']}"
+              f"  recall {m['recall']}")
+    print(f"ROC-AUC {o['roc_auc']}")
+    return 0
+
+
+def _run_import_model(args: argparse.Namespace) -> int:
+    from synthsieve.inference.importer import ImportModelError, import_model, load_config
+
+    try:
+        result = import_model(args.src, args.out, load_config(args.config), args.sample)
+    except (ImportModelError, OSError) as e:
+        print(f"synthsieve import-model: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _run_fetch_model(args: argparse.Namespace) -> int:
     from synthsieve.models.assemble import AssembleError, assemble_model
 
@@ -118,25 +215,31 @@ class _DropKnownNoise(logging.Filter):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Logging first: building the parsers imports Beam, which logs on import.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropKnownNoise) for f in handler.filters):
+            handler.addFilter(_DropKnownNoise())
     parser = argparse.ArgumentParser(prog="synthsieve", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _audit_parser(sub)
+    _eval_parser(sub)
+    _import_model_parser(sub)
     _fetch_model_parser(sub)
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropKnownNoise())
+    logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.quiet:
         # Beam logs every stage at INFO; keep our progress lines readable.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if args.command == "audit":
         return _run_audit(args, rest)
+    if args.command == "eval":
+        return _run_eval(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "import-model":
+        return _run_import_model(args)
     return _run_fetch_model(args)
 
 

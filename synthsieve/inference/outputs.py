@@ -45,9 +45,13 @@ def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]
             )
         scores = dict(zip(spec.source_classes, (float(p) for p in probs), strict=True))
         best = max(scores, key=scores.__getitem__)
+        # source_scores is P(generator | AI-generated); the generator is named only when the
+        # verdict says the image is AI-generated.
+        named = verdict == VERDICT_AI
         row.update(
-            source=best if verdict != VERDICT_NOT_AI else SOURCE_NONE,
-            source_score=scores[best],
+            source=best if named else (
+                SOURCE_NONE if verdict == VERDICT_NOT_AI else SOURCE_INCONCLUSIVE),
+            source_score=scores[best] if named else None,
             source_scores=scores,
         )
     else:

@@ -107,7 +107,7 @@ def _workers_per_machine(options: PipelineOptions) -> int:
     return max(1, int(direct.direct_num_workers or 1))
 
 
-def _read_run_columns(out_dir: str, table: str, run_id: str, columns: list[str]) -> list[dict]:
+def read_run_rows(out_dir: str, table: str, run_id: str, columns: list[str]) -> list[dict]:
     pattern = FileSystems.join(out_dir, table, f"part-{run_id}-*.parquet")
     rows: list[dict] = []
     for match in FileSystems.match([pattern])[0].metadata_list:
@@ -119,8 +119,8 @@ def _read_run_columns(out_dir: str, table: str, run_id: str, columns: list[str])
 def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | None,
               wall_s: float) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
-    scores = _read_run_columns(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
-    errors = _read_run_columns(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
+    scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
+    errors = read_run_rows(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
     verdicts = Counter(r["verdict"] for r in scores)
     by_stage = Counter(r["stage"] for r in errors)
     done = len(scores) + len(errors)

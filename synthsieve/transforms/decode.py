@@ -46,7 +46,7 @@ class Decoded:
     warnings: tuple[str, ...]
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
@@ -110,7 +110,7 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Dec
             img = ImageOps.exif_transpose(img)
         except Exception as e:  # a broken EXIF block must not lose the pixels
             warnings.append(f"exif orientation not applied: {e}")
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
     except DecodeError:
         raise
     except Image.DecompressionBombError as e:

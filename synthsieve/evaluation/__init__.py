@@ -1,0 +1,1 @@
+"""Evaluation of detectors against labelled manifests: metrics, robustness, reports."""

@@ -1,0 +1,134 @@
+"""Renders eval.json as one self-contained HTML page with embedded plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+METRIC_COLUMNS = (
+    ("n", "n"), ("n_ai", "AI"), ("n_real", "real"), ("roc_auc", "ROC-AUC"),
+    ("average_precision", "AP"), ("tpr_at_1pct_fpr", "TPR@1%FPR"),
+    ("tpr_at_5pct_fpr", "TPR@5%FPR"), ("ece", "ECE"), ("accuracy", "accuracy"),
+    ("precision", "precision"), ("recall", "recall"), ("false_positive_rate", "FPR"),
+    ("coverage", "decided"),
+)
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _plots(report: dict[str, Any]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from synthsieve.evaluation import metrics
+
+    out = {}
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    rows = report["scores_as_is"]
+    y = np.array([r["label"] for r in rows])
+    p = np.array([r["ai_generated"] for r in rows])
+    fpr, tpr, _ = metrics.roc_curve(y, p)
+    ax.plot(fpr, tpr, lw=2, label=f"as is (AUC {report['overall']['roc_auc']})")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve",
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    out["roc"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    bins = [b for b in report["reliability"] if b["n"]]
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfectly calibrated")
+    ax.plot([b["mean_score"] for b in bins], [b["ai_rate"] for b in bins], "o-",
+            label=f"model (ECE {report['overall']['ece']})")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_score"], b["ai_rate"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, -10))
+    ax.set(xlabel="mean score in bin", ylabel="share that is AI", title="Reliability",
+           xlim=(0, 1), ylim=(-0.02, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    out["reliability"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    edges = np.linspace(0, 1, 21)
+    ax.hist(p[y == 0], bins=edges, alpha=0.6, label="real")
+    ax.hist(p[y == 1], bins=edges, alpha=0.6, label="AI")
+    for t in set(report["thresholds"].values()):
+        ax.axvline(t, c="k", ls="--", lw=1)
+    ax.set(xlabel="ai_generated", ylabel="images", title="Scores by true class (as is)")
+    ax.legend(fontsize=8)
+    out["histogram"] = _png(fig)
+    return out
+
+
+def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in METRIC_COLUMNS)
+    body = []
+    for name, m in rows.items():
+        cells = "".join(f"<td>{'' if m.get(k) is None else m[k]}</td>" for k, _ in METRIC_COLUMNS)
+        body.append(f"<tr><th>{html.escape(str(name))}</th>{cells}</tr>")
+    return (f"<table><thead><tr><th>{html.escape(first)}</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _confusion(c: dict[str, int]) -> str:
+    return (
+        "<table><thead><tr><th>true \\ verdict</th><th>ai_generated</th><th>inconclusive</th>"
+        "<th>not_ai_generated</th></tr></thead><tbody>"
+        f"<tr><th>AI</th><td>{c['ai_as_ai']}</td><td>{c['ai_as_inconclusive']}</td>"
+        f"<td>{c['ai_as_not_ai']}</td></tr>"
+        f"<tr><th>real</th><td>{c['real_as_ai']}</td><td>{c['real_as_inconclusive']}</td>"
+        f"<td>{c['real_as_not_ai']}</td></tr></tbody></table>")
+
+
+def write_html(report: dict[str, Any]) -> str:
+    plots = _plots(report)
+    o = report["overall"]
+    thr = report["thresholds"]
+    sections = [
+        f"<h1>synthsieve eval: {html.escape(report['model'])}</h1>",
+        f"<p>Manifest <code>{html.escape(report['manifest'])}</code>, run "
+        f"<code>{html.escape(report['run_id'])}</code>. {o['n']} labelled images "
+        f"({o['n_ai']} AI, {o['n_real']} real); {report['errors']} error rows; "
+        f"{report['rows_unlabelled']} scored rows without a usable label. Verdict thresholds: "
+        f"ai_generated &ge; {thr['ai_generated']}, not_ai_generated &le; "
+        f"{thr['not_ai_generated']}.</p>",
+        f"<p class='headline'>ROC-AUC <b>{o['roc_auc']}</b> &middot; AP {o['average_precision']}"
+        f" &middot; TPR at 1% FPR {o['tpr_at_1pct_fpr']} &middot; ECE {o['ece']}</p>",
+        "<h2>Robustness</h2><p>The same images after each transformation (JPEG q75; half "
+        "size; central 70% crop; non-JPEG re-encoded as JPEG q90; half size then JPEG "
+        "q75).</p>",
+        _table(report["robustness"], "condition"),
+        "<h2>Confusion matrix (as is)</h2>", _confusion(o["confusion"]),
+        "<div class='plots'>"
+        + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()) + "</div>",
+        "<h2>By format (as is)</h2>", _table(report["by_format"], "format"),
+        "<h2>By size (as is)</h2>", _table(report["by_size"], "megapixels"),
+    ]
+    if report.get("by_group"):
+        sections += [f"<h2>By {html.escape(report['group_column'])} (as is)</h2>"
+                     "<p>Recall is per generator; AUC needs both classes, so it is empty "
+                     "for groups of one class.</p>",
+                     _table(report["by_group"], report["group_column"])]
+    if report.get("errors_by_type"):
+        sections.append("<h2>Errors</h2><ul>" + "".join(
+            f"<li>{html.escape(k)}: {v}</li>" for k, v in report["errors_by_type"].items())
+            + "</ul>")
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+             "thead th{background:#f2f2f2}.plots img{margin:4px;border:1px solid #eee}"
+             ".headline{font-size:1.2em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>synthsieve eval</title>"
+            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")

@@ -1,0 +1,219 @@
+"""The eval job: audit a labelled manifest as-is and under each robustness condition.
+
+The same read, decode and scoring transforms as `audit` run on every (image, condition)
+pair; conditions are applied to the bytes between read and decode. Scores and errors land
+in DIR/scores and DIR/errors like an audit's, and the metrics are computed from what was
+written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from synthsieve.elements import FetchedImage, ImageRef
+from synthsieve.evaluation import metrics
+from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
+from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.models import DEFAULT_MODEL_DIR
+from synthsieve.pipelines.audit import new_run_id, read_run_rows, with_local_defaults
+from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
+from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.read import DEFAULT_MAX_BYTES, ReadImages
+from synthsieve.transforms.score import ScoreImages
+from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
+from synthsieve.transforms.sources import ExpandSources
+
+log = logging.getLogger("synthsieve.eval")
+
+CONDITION_KEY = "eval_condition"
+POSITIVE = {"ai", "1", "true", "fake", "generated", "synthetic", "ai_generated"}
+NEGATIVE = {"real", "0", "false", "human", "authentic", "camera", "not_ai_generated"}
+SIZE_BUCKETS = ((0.25, "<0.25 MP"), (1.0, "0.25-1 MP"), (4.0, "1-4 MP"),
+                (float("inf"), ">=4 MP"))
+
+
+def parse_label(value: str | None) -> int | None:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v in POSITIVE:
+        return 1
+    if v in NEGATIVE:
+        return 0
+    return None
+
+
+def size_bucket(width: int, height: int) -> str:
+    mp = width * height / 1e6
+    return next(name for top, name in SIZE_BUCKETS if mp < top)
+
+
+@dataclass
+class EvalConfig:
+    manifest: str
+    out_dir: str
+    model_dir: str = str(DEFAULT_MODEL_DIR)
+    label_column: str = "label"
+    group_column: str | None = None
+    conditions: tuple[str, ...] = tuple(CONDITIONS)
+    batch_size: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    run_id: str = field(default_factory=new_run_id)
+
+
+class _Perturb(beam.DoFn):
+    """One FetchedImage -> one per condition, each with its own image_id and sha256.
+
+    Bytes that a condition cannot open pass through unchanged, so decode reports the real
+    problem once per condition and the image is still accounted for.
+    """
+
+    def __init__(self, conditions: tuple[str, ...]):
+        self._conditions = conditions
+
+    def process(self, item: FetchedImage) -> Iterable[FetchedImage]:
+        for name in self._conditions:
+            fn = CONDITIONS[name]
+            data = item.data
+            if fn is not None:
+                try:
+                    data = fn(item.data)
+                except Exception:  # decode will turn the original into an error row
+                    data = item.data
+            image_id = item.ref.image_id if name == AS_IS else f"{item.ref.image_id}@{name}"
+            extra = dict(item.ref.extra or {})
+            extra[CONDITION_KEY] = name
+            ref = ImageRef(uri=item.ref.uri, image_id=image_id, extra=extra)
+            sha = item.sha256 if data is item.data else hashlib.sha256(data).hexdigest()
+            yield FetchedImage(ref=ref, data=data, sha256=sha)
+
+
+def build_eval(p: beam.Pipeline, cfg: EvalConfig, spec: ModelSpec,
+               handler: OnnxImageModelHandler) -> None:
+    run_id = cfg.run_id
+    src = p | "Sources" >> ExpandSources([cfg.manifest], run_id)
+    read = src["refs"] | "Read" >> ReadImages(run_id, max_bytes=cfg.max_bytes)
+    variants = read["images"] | "Perturb" >> beam.ParDo(_Perturb(cfg.conditions))
+    decoded = variants | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
+    scored = decoded["images"] | "Score" >> ScoreImages(
+        handler, spec, handler.backend_name, run_id)
+    errors = ((src["errors"], read["errors"], decoded["errors"], scored["errors"])
+              | "AllErrors" >> beam.Flatten())
+    scored["scores"] | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id)
+    errors | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id)
+
+
+def compute_report(cfg: EvalConfig, spec: ModelSpec, scores: list[dict],
+                   errors: list[dict]) -> dict[str, Any]:
+    """The eval.json document, from the rows the run wrote."""
+    t_not, t_ai = spec.threshold_not_ai, spec.threshold_ai
+    by_cond: dict[str, dict[str, list]] = defaultdict(lambda: {"y": [], "p": [], "rows": []})
+    unlabelled = 0
+    for r in scores:
+        extra = dict(r["extra"] or {})
+        y = parse_label(extra.get(cfg.label_column))
+        if y is None:
+            unlabelled += 1
+            continue
+        cond = extra.get(CONDITION_KEY, AS_IS)
+        by_cond[cond]["y"].append(y)
+        by_cond[cond]["p"].append(r["ai_generated"])
+        by_cond[cond]["rows"].append((r, extra))
+    if AS_IS not in by_cond:
+        raise ValueError(f"no scored image has a usable {cfg.label_column!r} label "
+                         f"(ai/real or 1/0); nothing to evaluate")
+
+    def breakdown(key_fn) -> dict[str, Any]:
+        groups: dict[str, dict[str, list]] = defaultdict(lambda: {"y": [], "p": []})
+        data = by_cond[AS_IS]
+        for y, p, (r, extra) in zip(data["y"], data["p"], data["rows"], strict=True):
+            groups[key_fn(r, extra)]["y"].append(y)
+            groups[key_fn(r, extra)]["p"].append(p)
+        return {k: metrics.summary(v["y"], v["p"], t_not, t_ai)
+                for k, v in sorted(groups.items())}
+
+    as_is = by_cond[AS_IS]
+    fpr, tpr, _ = metrics.roc_curve(as_is["y"], as_is["p"])
+    report: dict[str, Any] = {
+        "run_id": cfg.run_id,
+        "manifest": cfg.manifest,
+        "model": spec.model_id,
+        "thresholds": {"ai_generated": t_ai, "not_ai_generated": t_not},
+        "label_column": cfg.label_column,
+        "group_column": cfg.group_column,
+        "rows_scored": len(scores),
+        "rows_unlabelled": unlabelled,
+        "errors": len(errors),
+        "errors_by_type": _count(e["error_type"] for e in errors),
+        "overall": metrics.summary(as_is["y"], as_is["p"], t_not, t_ai),
+        "robustness": {c: metrics.summary(v["y"], v["p"], t_not, t_ai)
+                       for c, v in by_cond.items()},
+        "by_format": breakdown(lambda r, e: r["format"] or "unknown"),
+        "by_size": breakdown(lambda r, e: size_bucket(r["width"], r["height"])),
+        "roc_curve": {"fpr": [round(float(v), 5) for v in fpr],
+                      "tpr": [round(float(v), 5) for v in tpr]},
+        "reliability": metrics.reliability(as_is["y"], as_is["p"]),
+    }
+    if cfg.group_column:
+        report["by_group"] = breakdown(
+            lambda r, e: (e.get(cfg.group_column) or "(none)") if parse_label(
+                e.get(cfg.label_column)) == 1 else "(real)")
+    report["scores_as_is"] = [
+        {"image_id": r["image_id"], "uri": r["uri"], "label": y, "ai_generated": round(p, 5),
+         "verdict": r["verdict"]}
+        for y, p, (r, _e) in zip(as_is["y"], as_is["p"], as_is["rows"], strict=True)]
+    return report
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for i in items:
+        out[i] += 1
+    return dict(sorted(out.items()))
+
+
+def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
+    from synthsieve.evaluation.report import write_html
+
+    unknown = [c for c in cfg.conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
+    if AS_IS not in cfg.conditions:
+        cfg = dataclasses.replace(cfg, conditions=(AS_IS, *cfg.conditions))
+    spec = ModelSpec.load(cfg.model_dir)
+    options = PipelineOptions(with_local_defaults(pipeline_args or []))
+    workers = int(options.get_all_options().get("direct_num_workers") or 1)
+    handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
+                                    intra_op_threads=default_intra_op_threads(workers))
+    if "://" not in cfg.out_dir:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    p = beam.Pipeline(options=options)
+    build_eval(p, cfg, spec, handler)
+    p.run().wait_until_finish()
+    scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id,
+                               ["image_id", "uri", "ai_generated", "verdict", "format", "width",
+                                "height", "extra"])
+    errors = read_run_rows(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["image_id", "error_type"])
+    report = compute_report(cfg, spec, scores, errors)
+    report["wall_s"] = round(time.monotonic() - start, 2)
+    with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.json")) as fh:
+        fh.write(json.dumps(report, indent=2).encode())
+    with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.html")) as fh:
+        fh.write(write_html(report).encode())
+    return report

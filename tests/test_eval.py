@@ -1,0 +1,88 @@
+"""`synthsieve eval` end to end on a generated labelled corpus, and its perturbations."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from corpus import encode, photo_like
+from PIL import Image
+
+from synthsieve.cli import main
+from synthsieve.evaluation.perturb import CONDITIONS, center_crop, half, png_to_jpeg
+
+
+def _labelled_corpus(root: Path) -> Path:
+    """Red-ish images labelled AI, cyan-ish real: the tiny model separates them perfectly."""
+    rows = []
+    for i in range(12):
+        colour = (200 + i * 4, 40, 40) if i % 2 else (40, 200, 200 - i * 5)
+        path = root / f"{i}.{'png' if i % 3 else 'jpg'}"
+        Image.new("RGB", (96 + 8 * i, 80), colour).save(path)
+        rows.append({"uri": str(path), "label": "ai" if i % 2 else "real",
+                     "generator": "redgen" if i % 2 else ""})
+    (root / "broken.png").write_bytes(b"not a png")
+    rows.append({"uri": str(root / "broken.png"), "label": "ai", "generator": "redgen"})
+    rows.append({"uri": str(root / "0.jpg"), "label": "maybe", "generator": ""})
+    manifest = root / "labelled.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["uri", "label", "generator"])
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+def test_eval_writes_json_and_html_and_prints_auc_last(tmp_path, tiny_model, capsys):
+    manifest = _labelled_corpus(tmp_path)
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", str(manifest), "--out", str(out), "--model", str(tiny_model),
+                 "--group-column", "generator"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == "ROC-AUC 1.0"
+    report = json.loads((out / "eval.json").read_text())
+    assert report["overall"]["n"] == 12 and report["overall"]["n_ai"] == 6
+    assert report["rows_unlabelled"] == len(CONDITIONS)  # the "maybe" row, per condition
+    assert report["errors"] == len(CONDITIONS)  # the broken file, once per condition
+    assert set(report["robustness"]) == set(CONDITIONS)
+    assert all(m["roc_auc"] == 1.0 for m in report["robustness"].values())
+    assert report["by_group"]["redgen"]["recall"] == 1.0
+    assert set(report["by_format"]) == {"JPEG", "PNG"}
+    assert report["overall"]["confusion"]["real_as_ai"] == 0
+    html = (out / "eval.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "Robustness" in html and "center_crop" in html
+
+
+def test_eval_refuses_a_manifest_without_labels(tmp_path, tiny_model, capsys):
+    img = tmp_path / "a.png"
+    img.write_bytes(encode(photo_like(40, 40), "PNG"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"uri\n{img}\n")
+    assert main(["-q", "eval", str(manifest), "--out", str(tmp_path / "o"),
+                 "--model", str(tiny_model), "--conditions", "as_is"]) == 2
+    assert "usable 'label' label" in capsys.readouterr().err
+
+
+def test_perturbations_do_what_they_say():
+    png = encode(photo_like(200, 100), "PNG")
+    jpeg = encode(photo_like(200, 100), "JPEG")
+    assert Image.open(io.BytesIO(half(png))).size == (100, 50)
+    assert Image.open(io.BytesIO(half(png))).format == "PNG"
+    assert Image.open(io.BytesIO(center_crop(jpeg))).size == (140, 70)
+    assert Image.open(io.BytesIO(center_crop(jpeg))).format == "JPEG"
+    assert png_to_jpeg(jpeg) is jpeg
+    assert Image.open(io.BytesIO(png_to_jpeg(png))).format == "JPEG"
+    for name, fn in CONDITIONS.items():
+        if fn is not None:
+            assert Image.open(io.BytesIO(fn(png))).size[0] > 0, name
+
+
+@pytest.mark.parametrize("bad", ["nope"])
+def test_unknown_condition_is_a_usage_error(tmp_path, tiny_model, capsys, bad):
+    manifest = _labelled_corpus(tmp_path)
+    assert main(["-q", "eval", str(manifest), "--out", str(tmp_path / "o"),
+                 "--model", str(tiny_model), "--conditions", bad]) == 2
+    assert "unknown conditions" in capsys.readouterr().err
