@@ -121,8 +121,8 @@ def _append_head(model, out_cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
     source_labels: list[str] = []
 
     def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, f"ss_{name}"))
-        return f"ss_{name}"
+        inits.append(numpy_helper.from_array(value, f"ssc_{name}"))
+        return f"ssc_{name}"
 
     if kind in ("probability", "logit"):
         flat = const("shape", np.array([-1, 1], dtype=np.int64))

@@ -1,0 +1,150 @@
+"""`synthsieve import-model` on ONNX detectors built in the test, and the errors it gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from corpus import encode, photo_like
+
+from synthsieve.cli import main
+from synthsieve.inference.importer import ImportModelError, import_model
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample"
+
+
+def make_onnx(path: Path, n_out: int, size: int = 32, nan: bool = False,
+              output: str = "logits") -> Path:
+    """GlobalAveragePool -> Flatten -> Gemm: a real, tiny image classifier with static HxW."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(n_out)
+    w = rng.normal(0, 2, (3, n_out)).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["mm" if nan else output])]
+    inits = [numpy_helper.from_array(w, "w")]
+    if nan:  # 0/0 on every output
+        inits.append(numpy_helper.from_array(np.zeros((1, n_out), np.float32), "zero"))
+        nodes += [helper.make_node("Mul", ["mm", "zero"], ["z"]),
+                  helper.make_node("Div", ["z", "zero"], [output])]
+    graph = helper.make_graph(
+        nodes, "clf",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", n_out])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+CFG = {"name": "mine", "version": "7", "input": {"size": [32, 32]},
+       "preprocess": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+
+
+def test_binary_logit_detector_imports_and_audits(tmp_path):
+    src = make_onnx(tmp_path / "d.onnx", 1)
+    cfg = {**CFG, "output": {"kind": "logit"},
+           "thresholds": {"ai_generated": 0.7, "not_ai_generated": 0.3}}
+    cfg_file = tmp_path / "d.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "model"
+    assert main(["-q", "import-model", str(src), "--out", str(out), "--config", str(cfg_file),
+                 "--sample", str(SAMPLE)]) == 0
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["outputs"] == {"ai_generated": "ai_generated", "source": None}
+    assert spec["input"]["name"] == "image" and spec["thresholds"]["ai_generated"] == 0.7
+    audit_out = tmp_path / "audit"
+    assert main(["-q", "audit", str(SAMPLE), "--out", str(audit_out), "--model", str(out)]) == 0
+    rows = pa.concat_tables(
+        [pq.read_table(f) for f in (audit_out / "scores").glob("*.parquet")]).to_pylist()
+    assert rows and all(r["model"] == "mine@7" and 0 <= r["ai_generated"] <= 1 for r in rows)
+
+
+def test_multiclass_detector_gets_a_source_head_in_the_taxonomy(tmp_path):
+    src = make_onnx(tmp_path / "m.onnx", 4)
+    cfg = {**CFG, "output": {"name": "logits", "kind": "softmax",
+                             "classes": ["Real", "stablediffusion", "Midjourney", "mystery"]}}
+    result = import_model(src, tmp_path / "model", cfg)
+    assert result["source_classes"] == ["stablediffusion", "midjourney",
+                                        "other_image_generators"]
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(6):
+        (d / f"{i}.png").write_bytes(encode(photo_like(40, 40, seed=i), "PNG"))
+    out = tmp_path / "audit"
+    assert main(["-q", "audit", str(d), "--out", str(out), "--model", str(tmp_path / "model")]) == 0
+    rows = pq.read_table(next((out / "scores").glob("*.parquet"))).to_pylist()
+    for r in rows:
+        scores = dict(r["source_scores"])
+        assert set(scores) == set(result["source_classes"])
+        assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
+        if r["verdict"] == "ai_generated":
+            assert r["source"] == max(scores, key=scores.get)
+        else:
+            assert r["source"] in ("none", "inconclusive") and r["source_score"] is None
+
+
+def test_wrong_input_size_is_named(tmp_path):
+    src = make_onnx(tmp_path / "d.onnx", 1, size=32)
+    cfg = {**CFG, "input": {"size": [224, 224]}, "output": {"kind": "logit"}}
+    with pytest.raises(ImportModelError, match="expects 32x32 pixels but the config says"):
+        import_model(src, tmp_path / "model", cfg)
+
+
+def test_missing_output_lists_the_real_ones(tmp_path):
+    src = make_onnx(tmp_path / "d.onnx", 1)
+    cfg = {**CFG, "output": {"name": "prob", "kind": "probability"}}
+    with pytest.raises(ImportModelError, match=r"no output 'prob'; its outputs are \['logits'\]"):
+        import_model(src, tmp_path / "model", cfg)
+
+
+def test_nan_outputs_are_caught_on_the_sample_and_leave_nothing_behind(tmp_path):
+    src = make_onnx(tmp_path / "d.onnx", 2, nan=True)
+    cfg = {**CFG, "output": {"kind": "softmax", "classes": ["real", "fake"]}}
+    with pytest.raises(ImportModelError, match="NaN"):
+        import_model(src, tmp_path / "model", cfg)
+    assert not (tmp_path / "model").exists()
+
+
+def test_logits_declared_as_probabilities_are_refused(tmp_path, capsys):
+    src = make_onnx(tmp_path / "d.onnx", 1)
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({**CFG, "output": {"kind": "probability"}}))
+    assert main(["-q", "import-model", str(src), "--out", str(tmp_path / "model"),
+                 "--config", str(cfg_file)]) == 2
+    assert "not a probability" in capsys.readouterr().err
+
+
+def test_unclear_real_class_and_bad_files_are_usage_errors(tmp_path):
+    src = make_onnx(tmp_path / "d.onnx", 2)
+    with pytest.raises(ImportModelError, match="real_class"):
+        import_model(src, tmp_path / "m1", {**CFG, "output": {"kind": "softmax",
+                                                               "classes": ["a", "b"]}})
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx")
+    with pytest.raises(ImportModelError, match="not a valid ONNX model"):
+        import_model(junk, tmp_path / "m2", {**CFG, "output": {"kind": "logit"}})
+
+
+def test_pytorch_module_is_exported(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(x.mean(dim=(2, 3)))
+
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(Net()), str(path))
+    result = import_model(path, tmp_path / "model",
+                          {**CFG, "output": {"kind": "softmax", "classes": ["real", "ai"]}})
+    assert result["validation"]["images"] > 0
