@@ -18,6 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from synthsieve.filesystems import configure as configure_filesystems
+from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
@@ -146,9 +148,10 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
     spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
+    configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(_workers_per_machine(options))
     handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size, intra_op_threads=threads)
-    if not cfg.out_dir.startswith(("gs://", "s3://")):
+    if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     log.info("run %s: %s -> %s (model %s, batch %d, %d ORT threads per worker)", cfg.run_id,
              ", ".join(cfg.sources), cfg.out_dir, spec.model_id, cfg.batch_size, threads)

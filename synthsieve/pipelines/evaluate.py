@@ -26,6 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from synthsieve.elements import FetchedImage, ImageRef
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
+from synthsieve.filesystems import configure as configure_filesystems
+from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
@@ -197,10 +199,11 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
         cfg = dataclasses.replace(cfg, conditions=(AS_IS, *cfg.conditions))
     spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
+    configure_filesystems(options)
     workers = int(options.get_all_options().get("direct_num_workers") or 1)
     handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
                                     intra_op_threads=default_intra_op_threads(workers))
-    if "://" not in cfg.out_dir:
+    if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     p = beam.Pipeline(options=options)

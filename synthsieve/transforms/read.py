@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from synthsieve.elements import FetchedImage, ImageRef
+from synthsieve.filesystems import use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
 ERRORS = "errors"
@@ -34,6 +35,9 @@ class _ReadBytes(beam.DoFn):
         self._max_bytes = max_bytes
         self._run_id = run_id
         self._read_bytes = Metrics.counter("synthsieve", "bytes_read")
+
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
 
     def process(self, ref: ImageRef) -> Iterable[Any]:
         try:

@@ -21,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from synthsieve.elements import ImageRef
+from synthsieve.filesystems import use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
 ERRORS = "errors"
@@ -67,6 +68,7 @@ def classify_source(source: str) -> tuple[str, str]:
     if _GLOB_CHARS.search(source):
         return "files", source
     if is_remote:
+        # gs://b/prefix/ is a prefix; gs://b/name is an object, or a prefix if none is there.
         return "files", source.rstrip("/") + "/**" if source.endswith("/") else source
     path = Path(source)
     if path.is_dir():
@@ -87,7 +89,11 @@ def iter_matching(pattern: str) -> Iterator[str]:
     if not _GLOB_CHARS.search(pattern):
         if fs.exists(pattern):
             yield pattern
-        return
+            return
+        if "://" not in pattern:
+            return
+        # An object store has no directories: a name that is not an object is a prefix.
+        pattern = pattern.rstrip("/") + "/**"
     prefix = re.match(r"^[^[*?]*", pattern).group(0)
     regex = re.compile(FileSystem.translate_pattern(pattern))
     list_root = prefix if prefix.endswith("/") else fs._url_dirname(prefix)  # noqa: SLF001
@@ -97,6 +103,9 @@ def iter_matching(pattern: str) -> Iterator[str]:
 
 
 class _ListFiles(beam.DoFn):
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
+
     def process(self, pattern: str) -> Iterable[ImageRef]:
         for path in iter_matching(pattern):
             yield ImageRef(uri=path, image_id=image_id_for(path), extra=None)
@@ -134,11 +143,22 @@ def _validate_uri(uri: str) -> str | None:
     return None
 
 
+class _ListManifests(beam.DoFn):
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
+
+    def process(self, pattern: str) -> Iterable[str]:
+        yield from iter_matching(pattern)
+
+
 class _ReadManifest(beam.DoFn):
     """One manifest file -> ImageRefs (and error rows for unusable rows)."""
 
     def __init__(self, run_id: str):
         self._run_id = run_id
+
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
 
     def process(self, path: str) -> Iterable[Any]:
         base = path.rsplit("/", 1)[0] if "/" in path else "."
@@ -253,7 +273,7 @@ class ExpandSources(beam.PTransform):
         manifests = (
             p
             | "ManifestPatterns" >> beam.Create(manifest_patterns)
-            | "ListManifests" >> beam.FlatMap(iter_matching)
+            | "ListManifests" >> beam.ParDo(_ListManifests())
             | "ReadManifests" >> beam.ParDo(_ReadManifest(self._run_id)).with_outputs(
                 ERRORS, main="refs")
         )
