@@ -44,6 +44,31 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
+    _http_arguments(a)
+
+
+def _http_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("http(s) URLs in manifests")
+    g.add_argument("--allow-private-networks", action="store_true",
+                   help="allow URLs that resolve to loopback, private or link-local addresses "
+                        "(refused by default; cloud metadata addresses stay refused)")
+    g.add_argument("--http-concurrency", type=_positive_int, default=64, metavar="N",
+                   help="requests in flight per worker process (default 64)")
+    g.add_argument("--http-per-host", type=_positive_int, default=8, metavar="N",
+                   help="requests in flight per host and worker process (default 8)")
+    g.add_argument("--http-retries", type=int, default=3, metavar="N",
+                   help="retries on 429, 5xx, timeouts and connection errors (default 3)")
+    g.add_argument("--http-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the next bytes of a response (default 30)")
+
+
+def _http_config(args: argparse.Namespace):
+    from synthsieve.transforms.fetch_http import HttpConfig
+
+    return HttpConfig(max_bytes=getattr(args, "max_bytes", 64 * 1024 * 1024),
+                      concurrency=args.http_concurrency, per_host=args.http_per_host,
+                      retries=max(0, args.http_retries), read_timeout_s=args.http_timeout,
+                      allow_private_networks=args.allow_private_networks)
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +95,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated robustness conditions (default: all of "
                         f"{', '.join(CONDITIONS)})")
     e.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    _http_arguments(e)
 
 
 def _import_model_parser(sub: argparse._SubParsersAction) -> None:
@@ -129,7 +155,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
-        intra_op_threads=args.ort_threads,
+        intra_op_threads=args.ort_threads, http=_http_config(args),
     )
     if args.run_id:
         cfg.run_id = args.run_id
@@ -163,7 +189,7 @@ def _run_eval(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = EvalConfig(manifest=args.manifest, out_dir=args.out, model_dir=args.model,
                      label_column=args.label_column, group_column=args.group_column,
                      conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, http=_http_config(args))
     try:
         report = run_eval(cfg, beam_args)
     except ValueError as e:

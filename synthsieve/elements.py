@@ -19,6 +19,8 @@ class FetchedImage(NamedTuple):
     ref: ImageRef
     data: bytes
     sha256: str
+    http_status: int | None = None
+    robots_opt_out: bool | None = None
 
 
 class ImageInfo(NamedTuple):
@@ -31,3 +33,5 @@ class ImageInfo(NamedTuple):
     height: int
     format: str | None
     warnings: tuple[str, ...] = ()
+    http_status: int | None = None
+    robots_opt_out: bool | None = None

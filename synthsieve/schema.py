@@ -106,6 +106,10 @@ SCORES_SCHEMA = pa.schema([
     ("verdict_reason", pa.string()),
     ("warnings", pa.list_(pa.string())),
     ("extra", pa.map_(pa.string(), pa.string())),
+    # For http(s) inputs: the final response status, and whether X-Robots-Tag said
+    # noai/noimageai (the publisher's opt-out from AI use).
+    ("http_status", pa.int32()),
+    ("robots_opt_out", pa.bool_()),
     ("run_id", pa.string()),
     ("processed_at", _TS),
 ])
@@ -117,6 +121,7 @@ ERRORS_SCHEMA = pa.schema([
     ("error_type", pa.string()),
     ("message", pa.string()),
     ("attempts", pa.int32()),
+    ("http_status", pa.int32()),
     ("run_id", pa.string()),
     ("processed_at", _TS),
 ])
@@ -140,6 +145,7 @@ def error_row(
     message: str,
     run_id: str,
     attempts: int = 1,
+    http_status: int | None = None,
 ) -> dict[str, Any]:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
@@ -150,6 +156,7 @@ def error_row(
         "error_type": error_type,
         "message": message,
         "attempts": attempts,
+        "http_status": http_status,
         "run_id": run_id,
         "processed_at": now_utc(),
     }

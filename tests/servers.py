@@ -101,3 +101,132 @@ def gcs_server() -> Iterator[GcsServer]:
     with running([exe, "start", "--host", LOOPBACK, "--port", str(port), "--in-memory"], port,
                  CLOUD_ENV):
         yield GcsServer(f"http://{LOOPBACK}:{port}")
+
+
+class ImageHttpServer:
+    """An aiohttp server on 127.0.0.1 serving images and misbehaving on purpose.
+
+    Paths: /img/NAME (bytes from `files`; names starting optout_ carry X-Robots-Tag: noai),
+    /flaky/NAME (503 twice with Retry-After: 0, then the image), /down (always 503),
+    /limited/NAME (429 with Retry-After: 1 once, then the image), /missing (404),
+    /page (text/html), /huge (3 MB, chunked, no Content-Length), /hop/N (N redirects, then
+    /img/good.jpg), /to-metadata (302 to the cloud metadata address), /empty (200, no body),
+    /slow (answers after 3 s). `hits` counts requests per path.
+    """
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files = files
+        self.hits: dict[str, int] = {}
+        self.port = free_port()
+        self.base = f"http://{LOOPBACK}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def _app(self):
+        import asyncio
+
+        from aiohttp import web
+
+        def count(request) -> int:
+            self.hits[request.path] = self.hits.get(request.path, 0) + 1
+            return self.hits[request.path]
+
+        def image(name: str):
+            if name not in self.files:
+                return web.Response(status=404)
+            ctype = {"png": "image/png", "gif": "image/gif", "webp": "image/webp"}.get(
+                name.rsplit(".", 1)[-1], "image/jpeg")
+            headers = {"X-Robots-Tag": "noai, noimageai"} if name.startswith("optout_") else {}
+            return web.Response(body=self.files[name], content_type=ctype, headers=headers)
+
+        async def img(request):
+            count(request)
+            return image(request.match_info["name"])
+
+        async def flaky(request):
+            if count(request) <= 2:
+                return web.Response(status=503, headers={"Retry-After": "0"})
+            return image(request.match_info["name"])
+
+        async def down(request):
+            count(request)
+            return web.Response(status=503, headers={"Retry-After": "0"})
+
+        async def limited(request):
+            if count(request) == 1:
+                return web.Response(status=429, headers={"Retry-After": "1"})
+            return image(request.match_info["name"])
+
+        async def missing(request):
+            count(request)
+            return web.Response(status=404, text="no such image")
+
+        async def page(request):
+            count(request)
+            return web.Response(text="<html>not an image</html>", content_type="text/html")
+
+        async def huge(request):
+            count(request)
+            resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for _ in range(48):
+                await resp.write(b"\xff" * 65536)
+            await resp.write_eof()
+            return resp
+
+        async def hop(request):
+            count(request)
+            n = int(request.match_info["n"])
+            raise web.HTTPFound(f"/hop/{n - 1}" if n > 1 else "/img/good.jpg")
+
+        async def to_metadata(request):
+            count(request)
+            raise web.HTTPFound("http://169.254.169.254/latest/meta-data/")
+
+        async def empty(request):
+            count(request)
+            return web.Response(body=b"", content_type="image/png")
+
+        async def slow(request):
+            count(request)
+            await asyncio.sleep(3)
+            return image("good.jpg")
+
+        app = web.Application()
+        app.add_routes([web.get("/img/{name}", img), web.get("/flaky/{name}", flaky),
+                        web.get("/down", down), web.get("/limited/{name}", limited),
+                        web.get("/missing", missing), web.get("/page", page),
+                        web.get("/huge", huge), web.get("/hop/{n}", hop),
+                        web.get("/to-metadata", to_metadata), web.get("/empty", empty),
+                        web.get("/slow", slow)])
+        return app
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ImageHttpServer]:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(self._app())
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, LOOPBACK, self.port).start())
+            ready.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        ready.wait(10)
+        try:
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)

@@ -25,8 +25,9 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
-from synthsieve.transforms.read import DEFAULT_MAX_BYTES, ReadImages
+from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.score import ScoreImages
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
 from synthsieve.transforms.sources import ExpandSources
@@ -49,6 +50,8 @@ class AuditConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     intra_op_threads: int | None = None
     run_id: str = field(default_factory=new_run_id)
+    # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
+    http: HttpConfig | None = None
 
 
 class _CountInputs(beam.DoFn):
@@ -67,7 +70,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     src = p | "Sources" >> ExpandSources(cfg.sources, run_id)
     refs = src["refs"] | "CountRefs" >> beam.ParDo(_CountInputs())
     bad_rows = src["errors"] | "CountBadRows" >> beam.ParDo(_CountInputs())
-    read = refs | "Read" >> ReadImages(run_id, max_bytes=cfg.max_bytes)
+    read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
     decoded = read["images"] | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
     scored = decoded["images"] | "Score" >> ScoreImages(
         handler, spec, handler.backend_name, run_id)

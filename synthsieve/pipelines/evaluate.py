@@ -34,7 +34,8 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.audit import new_run_id, read_run_rows, with_local_defaults
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
-from synthsieve.transforms.read import DEFAULT_MAX_BYTES, ReadImages
+from synthsieve.transforms.fetch_http import HttpConfig
+from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.score import ScoreImages
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
 from synthsieve.transforms.sources import ExpandSources
@@ -76,6 +77,8 @@ class EvalConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     run_id: str = field(default_factory=new_run_id)
+    # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
+    http: HttpConfig | None = None
 
 
 class _Perturb(beam.DoFn):
@@ -109,7 +112,8 @@ def build_eval(p: beam.Pipeline, cfg: EvalConfig, spec: ModelSpec,
                handler: OnnxImageModelHandler) -> None:
     run_id = cfg.run_id
     src = p | "Sources" >> ExpandSources([cfg.manifest], run_id)
-    read = src["refs"] | "Read" >> ReadImages(run_id, max_bytes=cfg.max_bytes)
+    read = src["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
+                                               http=cfg.http)
     variants = read["images"] | "Perturb" >> beam.ParDo(_Perturb(cfg.conditions))
     decoded = variants | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
     scored = decoded["images"] | "Score" >> ScoreImages(

@@ -151,11 +151,13 @@ class _Decode(beam.DoFn):
         except DecodeError as e:
             yield beam.pvalue.TaggedOutput(ERRORS, error_row(
                 image_id=item.ref.image_id, uri=item.ref.uri, stage=STAGE_DECODE,
-                error_type=e.error_type, message=str(e), run_id=self._run_id))
+                error_type=e.error_type, message=str(e), run_id=self._run_id,
+                http_status=item.http_status))
             return
         info = ImageInfo(
             ref=item.ref, sha256=item.sha256, num_bytes=len(item.data), width=decoded.width,
-            height=decoded.height, format=decoded.format, warnings=decoded.warnings)
+            height=decoded.height, format=decoded.format, warnings=decoded.warnings,
+            http_status=item.http_status, robots_opt_out=item.robots_opt_out)
         yield info, pixels
 
 

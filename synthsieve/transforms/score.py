@@ -32,6 +32,8 @@ def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str, backend: 
         backend=backend,
         warnings=list(info.warnings),
         extra=info.ref.extra,
+        http_status=info.http_status,
+        robots_opt_out=info.robots_opt_out,
         run_id=run_id,
         processed_at=now_utc(),
     )

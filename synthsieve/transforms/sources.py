@@ -27,8 +27,8 @@ from synthsieve.schema import STAGE_READ, error_row
 ERRORS = "errors"
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-# Schemes that FileSystems reads here; http(s) is fetched by a later transform.
-READABLE_SCHEMES = ("gs", "s3", "file")
+# FileSystems reads gs, s3 and local files; http(s) is fetched with aiohttp.
+READABLE_SCHEMES = ("gs", "s3", "file", "http", "https")
 MAX_URI_CHARS = 4096
 
 
@@ -135,11 +135,11 @@ def _validate_uri(uri: str) -> str | None:
         return f"malformed uri: {e}"
     scheme = parts.scheme.lower()
     if len(scheme) > 1 and scheme not in READABLE_SCHEMES:
-        if scheme in ("http", "https"):
-            return "http(s) URLs are not fetched by this version of synthsieve"
         return f"unsupported uri scheme {scheme!r}"
     if scheme in ("gs", "s3") and not parts.netloc:
         return f"{scheme}:// uri without a bucket"
+    if scheme in ("http", "https") and not parts.hostname:
+        return f"{scheme}:// URL without a host"
     return None
 
 

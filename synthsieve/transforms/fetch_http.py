@@ -1,0 +1,248 @@
+"""Fetches http(s) image URLs with aiohttp: bounded, retried, capped and SSRF-guarded.
+
+Each worker process runs one asyncio event loop in a background thread with one
+ClientSession; every DoFn thread of that process submits its batch of URLs to it, so the
+connection limits (total and per host) hold for the whole process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import apache_beam as beam
+from yarl import URL
+
+from synthsieve import __version__
+from synthsieve.netguard import (
+    ForbiddenAddressError,
+    GuardedResolver,
+    check_literal,
+    find_forbidden,
+)
+
+USER_AGENT = (f"synthsieve/{__version__} (AI-generated image audit; "
+              "honours X-Robots-Tag noai/noimageai)")
+REDIRECTS = (301, 302, 303, 307, 308)
+# Servers label images loosely; these are the types that can hold an image.
+ACCEPTED_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    max_bytes: int
+    concurrency: int = 64
+    per_host: int = 8
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+    user_agent: str = USER_AGENT
+
+
+@dataclass
+class HttpResult:
+    url: str
+    data: bytes | None = None
+    status: int | None = None
+    opt_out: bool | None = None
+    attempts: int = 0
+    error_type: str | None = None
+    message: str | None = None
+
+
+def robots_opt_out(header_values: list[str]) -> bool:
+    """True when any X-Robots-Tag value says noai or noimageai (optionally per user agent)."""
+    for value in header_values:
+        for part in value.lower().replace(";", ",").split(","):
+            token = part.strip().split(":")[-1].strip()
+            if token in ("noai", "noimageai"):
+                return True
+    return False
+
+
+def retry_after_s(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Loop:
+    """One event loop thread per worker process, with one session per HttpConfig."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _sessions: dict[HttpConfig, aiohttp.ClientSession] = {}
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or not cls._loop.is_running():
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="synthsieve-http", daemon=True).start()
+                started.wait()
+                cls._loop = loop
+                cls._sessions = {}
+            return cls._loop
+
+    @classmethod
+    def session(cls, cfg: HttpConfig) -> aiohttp.ClientSession:
+        loop = cls.get()
+        with cls._lock:
+            if cfg not in cls._sessions:
+                async def make() -> aiohttp.ClientSession:
+                    connector = aiohttp.TCPConnector(
+                        limit=cfg.concurrency, limit_per_host=cfg.per_host,
+                        resolver=GuardedResolver(cfg.allow_private_networks),
+                        ttl_dns_cache=60)
+                    return aiohttp.ClientSession(
+                        connector=connector, trust_env=False, auto_decompress=True,
+                        headers={"User-Agent": cfg.user_agent, "Accept": "image/*,*/*;q=0.5"},
+                        timeout=aiohttp.ClientTimeout(total=None,
+                                                      sock_connect=cfg.connect_timeout_s,
+                                                      sock_read=cfg.read_timeout_s))
+                cls._sessions[cfg] = asyncio.run_coroutine_threadsafe(make(), loop).result()
+            return cls._sessions[cfg]
+
+
+class Fetcher:
+    """The fetch policy for one URL; used by the DoFn, the bench and the tests."""
+
+    def __init__(self, cfg: HttpConfig, session: aiohttp.ClientSession):
+        self._cfg = cfg
+        self._session = session
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self._cfg.backoff_max_s)
+        ceiling = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    async def fetch(self, url: str) -> HttpResult:
+        cfg = self._cfg
+        result = HttpResult(url=url)
+        current = url
+        hops = 0
+        while True:
+            result.attempts += 1
+            retry_after: float | None = None
+            try:
+                parsed = URL(current)
+                if parsed.scheme not in ("http", "https") or not parsed.host:
+                    return self._fail(result, "invalid_url", f"cannot fetch {current!r}")
+                check_literal(parsed.host, cfg.allow_private_networks)
+                async with self._session.get(parsed, allow_redirects=False) as resp:
+                    result.status = resp.status
+                    if resp.status in REDIRECTS:
+                        location = resp.headers.get("Location")
+                        hops += 1
+                        if not location:
+                            return self._fail(result, "bad_redirect",
+                                              f"HTTP {resp.status} without a Location header")
+                        if hops > cfg.max_redirects:
+                            return self._fail(result, "too_many_redirects",
+                                              f"more than {cfg.max_redirects} redirects")
+                        current = str(parsed.join(URL(location)))
+                        result.attempts -= 1  # following a redirect is not a retry
+                        continue
+                    if resp.status == 429 or resp.status >= 500:
+                        retry_after = retry_after_s(resp.headers.get("Retry-After"))
+                        raise _Retryable(f"HTTP {resp.status}", f"http_{resp.status}")
+                    if resp.status >= 400:
+                        return self._fail(result, f"http_{resp.status}",
+                                          f"HTTP {resp.status} {resp.reason or ''}".strip())
+                    ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+                    if ctype and not ctype.lower().startswith(ACCEPTED_TYPES):
+                        return self._fail(result, "not_an_image_content_type",
+                                          f"Content-Type {ctype!r} is not an image")
+                    if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+                        return self._fail(result, "too_large",
+                                          f"Content-Length {resp.content_length} is over the "
+                                          f"--max-bytes limit of {cfg.max_bytes}")
+                    buf = bytearray()
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        buf += chunk
+                        if len(buf) > cfg.max_bytes:
+                            return self._fail(result, "too_large",
+                                              f"body is over the --max-bytes limit of "
+                                              f"{cfg.max_bytes}; stopped reading")
+                    if not buf:
+                        return self._fail(result, "empty_body", "the response body is empty")
+                    result.data = bytes(buf)
+                    result.opt_out = robots_opt_out(resp.headers.getall("X-Robots-Tag", []))
+                    return result
+            except ForbiddenAddressError as e:
+                return self._fail(result, "forbidden_address", str(e))
+            except _Retryable as e:
+                error_type, message = e.error_type, str(e)
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                forbidden = find_forbidden(e)
+                if forbidden is not None:
+                    return self._fail(result, "forbidden_address", str(forbidden))
+                if isinstance(e, aiohttp.InvalidURL):
+                    return self._fail(result, "invalid_url", f"invalid URL: {e}")
+                timeout = (isinstance(e, asyncio.TimeoutError)
+                           or "timeout" in type(e).__name__.lower())
+                error_type = "timeout" if timeout else "connection_error"
+                message = f"{type(e).__name__}: {e}".rstrip(": ")
+            except ValueError as e:
+                return self._fail(result, "invalid_url", f"invalid URL: {e}")
+            if result.attempts > cfg.retries:
+                return self._fail(result, error_type,
+                                  f"{message} (gave up after {result.attempts} attempts)")
+            await asyncio.sleep(self._backoff(result.attempts, retry_after))
+
+    @staticmethod
+    def _fail(result: HttpResult, error_type: str, message: str) -> HttpResult:
+        result.error_type = error_type
+        result.message = message
+        return result
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, error_type: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class FetchHttpBatch(beam.DoFn):
+    """A batch of (url, payload) -> (payload, HttpResult), fetched concurrently."""
+
+    def __init__(self, cfg: HttpConfig):
+        self._cfg = cfg
+
+    def setup(self) -> None:
+        self._loop = _Loop.get()
+        self._fetcher = Fetcher(self._cfg, _Loop.session(self._cfg))
+
+    def process(self, batch: list[tuple[str, Any]]) -> Iterable[tuple[Any, HttpResult]]:
+        async def run() -> list[HttpResult]:
+            return await asyncio.gather(*(self._fetcher.fetch(url) for url, _ in batch))
+
+        results = asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        for (_, payload), result in zip(batch, results, strict=True):
+            yield payload, result
