@@ -44,6 +44,8 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
+    a.add_argument("--resume", action="store_true",
+                   help="skip inputs whose image_id already has a row in DIR (any earlier run)")
     _http_arguments(a)
 
 
@@ -155,7 +157,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
-        intra_op_threads=args.ort_threads, http=_http_config(args),
+        intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
     )
     if args.run_id:
         cfg.run_id = args.run_id

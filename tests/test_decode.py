@@ -127,3 +127,9 @@ def test_normalize_batch_applies_mean_std_and_layout():
     x = s.normalize_batch(batch)
     assert x.shape == (1, 3, 2, 2) and x.dtype == np.float32
     assert np.allclose(x, 2.0)
+
+
+def test_a_jpeg_header_cut_inside_a_segment_is_an_error_not_a_crash():
+    with pytest.raises(DecodeError) as e:
+        decode_image(b"\xff\xd8\xff\xe0 same broken bytes", SIZE, 10**9)
+    assert e.value.error_type in ("truncated", "corrupt")

@@ -25,9 +25,11 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.dedupe import FOLLOWERS, ResolveFollowers, SplitDuplicates
 from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
+from synthsieve.transforms.resume import DoneIds, SkipDone
 from synthsieve.transforms.score import ScoreImages
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
 from synthsieve.transforms.sources import ExpandSources
@@ -49,6 +51,7 @@ class AuditConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     intra_op_threads: int | None = None
+    resume: bool = False
     run_id: str = field(default_factory=new_run_id)
     # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
     http: HttpConfig | None = None
@@ -68,17 +71,28 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     """Adds the audit's transforms to `p`."""
     run_id = cfg.run_id
     src = p | "Sources" >> ExpandSources(cfg.sources, run_id)
-    refs = src["refs"] | "CountRefs" >> beam.ParDo(_CountInputs())
-    bad_rows = src["errors"] | "CountBadRows" >> beam.ParDo(_CountInputs())
+    refs, bad_rows = src["refs"], src["errors"]
+    if cfg.resume:
+        done = p | "AlreadyDone" >> DoneIds(cfg.out_dir)
+        refs = refs | "SkipDoneRefs" >> SkipDone(done, lambda r: r.image_id)
+        bad_rows = bad_rows | "SkipDoneRows" >> SkipDone(done, lambda r: r["image_id"])
+    refs = refs | "CountRefs" >> beam.ParDo(_CountInputs())
+    bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(_CountInputs())
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
-    decoded = read["images"] | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
+    split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates()).with_outputs(
+        FOLLOWERS, main="leaders")
+    decoded = split.leaders | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
     scored = decoded["images"] | "Score" >> ScoreImages(
         handler, spec, handler.backend_name, run_id)
+    leader_errors = (decoded["errors"], scored["errors"]) | "LeaderErrors" >> beam.Flatten()
+    followers = {"followers": split[FOLLOWERS], "scores": scored["scores"],
+                 "errors": leader_errors} | "Duplicates" >> ResolveFollowers(run_id)
+    scores = (scored["scores"], followers["scores"]) | "AllScores" >> beam.Flatten()
     errors = (
-        (bad_rows, read["errors"], decoded["errors"], scored["errors"])
+        (bad_rows, read["errors"], leader_errors, followers["errors"])
         | "AllErrors" >> beam.Flatten()
     )
-    (scored["scores"]
+    (scores
      | "ScoresProgress" >> beam.ParDo(ReportProgress())
      | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id))
     (errors
@@ -122,7 +136,7 @@ def read_run_rows(out_dir: str, table: str, run_id: str, columns: list[str]) -> 
 
 
 def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | None,
-              wall_s: float) -> dict[str, Any]:
+              wall_s: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
     scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
     errors = read_run_rows(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
@@ -138,6 +152,8 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
         "errors_by_type": dict(sorted(Counter(r["error_type"] for r in errors).items())),
         "verdicts": dict(sorted(verdicts.items())),
         "accounted_for": inputs is None or inputs == done,
+        "skipped_by_resume": (counters or {}).get("resume_skipped", 0),
+        "duplicate_bytes_scored_once": (counters or {}).get("duplicate_bytes", 0),
         "images_per_s": round(done / wall_s, 2) if wall_s > 0 else None,
         "wall_s": round(wall_s, 2),
         "model": spec.model_id,
@@ -145,6 +161,20 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
         "sources": cfg.sources,
         "out": cfg.out_dir,
     }
+
+
+def _counters(result: Any) -> dict[str, int]:
+    """Our Beam counters by name; {} where a runner does not report metrics."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace("synthsieve"))["counters"]
+    except Exception as e:  # some runners do not report metrics; the tables still count
+        log.warning("could not read the pipeline's counters: %s", e)
+        return {}
+    out: dict[str, int] = {}
+    for c in found:
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(
+            c.committed or c.attempted or 0)
+    return out
 
 
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
@@ -164,14 +194,9 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     result = p.run()
     result.wait_until_finish()
     wall_s = time.monotonic() - start
-    inputs = None
-    try:
-        counters = result.metrics().query(MetricsFilter().with_name("inputs"))["counters"]
-        if counters:
-            inputs = int(sum(c.committed or c.attempted or 0 for c in counters))
-    except Exception as e:  # some runners do not report metrics; the tables still count
-        log.warning("could not read the inputs counter: %s", e)
-    summary = summarize(cfg, spec, handler.backend_name, inputs, wall_s)
+    counters = _counters(result)
+    inputs = counters.get("inputs")
+    summary = summarize(cfg, spec, handler.backend_name, inputs, wall_s, counters)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

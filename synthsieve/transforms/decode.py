@@ -87,6 +87,9 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Dec
         raise DecodeError("not_an_image", f"not a recognised image format: {e}") from e
     except Image.DecompressionBombError as e:
         raise DecodeError("too_many_pixels", str(e)) from e
+    except Exception as e:  # header parsing of hostile files raises OSError, SyntaxError, ...
+        kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        raise DecodeError(kind, f"cannot read the image header: {type(e).__name__}: {e}") from e
     width, height = img.size
     fmt = img.format
     if width <= 0 or height <= 0:
