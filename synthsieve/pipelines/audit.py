@@ -79,7 +79,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     refs = refs | "CountRefs" >> beam.ParDo(_CountInputs())
     bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(_CountInputs())
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
-    split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates()).with_outputs(
+    split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         FOLLOWERS, main="leaders")
     decoded = split.leaders | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
     scored = decoded["images"] | "Score" >> ScoreImages(

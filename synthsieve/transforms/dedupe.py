@@ -36,25 +36,38 @@ class Follower(NamedTuple):
 
 
 class _Leaders:
+    """sha256 -> leader image_id, per run: a process can run several pipelines in turn, and
+    a leader from an earlier run has no row in this one to copy."""
+
     lock = threading.Lock()
-    seen: OrderedDict[str, str] = OrderedDict()
+    by_run: dict[str, OrderedDict[str, str]] = {}
 
 
 class SplitDuplicates(beam.DoFn):
     """FetchedImage -> leaders (main) and Follower (tagged `followers`)."""
 
-    def __init__(self):
+    def __init__(self, run_id: str):
+        self._run_id = run_id
         self._followers = Metrics.counter("synthsieve", "duplicate_bytes")
+
+    def setup(self) -> None:
+        with _Leaders.lock:
+            if self._run_id not in _Leaders.by_run:
+                # Keep the current run and at most one other (a pipeline still running).
+                for old in list(_Leaders.by_run)[:-1]:
+                    del _Leaders.by_run[old]
+                _Leaders.by_run[self._run_id] = OrderedDict()
 
     def process(self, item: FetchedImage) -> Iterable[Any]:
         with _Leaders.lock:
-            leader = _Leaders.seen.get(item.sha256)
+            seen = _Leaders.by_run.setdefault(self._run_id, OrderedDict())
+            leader = seen.get(item.sha256)
             if leader is None:
-                _Leaders.seen[item.sha256] = item.ref.image_id
-                if len(_Leaders.seen) > MAX_REMEMBERED:
-                    _Leaders.seen.popitem(last=False)
+                seen[item.sha256] = item.ref.image_id
+                if len(seen) > MAX_REMEMBERED:
+                    seen.popitem(last=False)
             else:
-                _Leaders.seen.move_to_end(item.sha256)
+                seen.move_to_end(item.sha256)
         if leader is None:
             yield item
             return
