@@ -12,12 +12,9 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-import apache_beam as beam
 from yarl import URL
 
 from synthsieve import __version__
@@ -229,20 +226,12 @@ class _Retryable(Exception):
         self.error_type = error_type
 
 
-class FetchHttpBatch(beam.DoFn):
-    """A batch of (url, payload) -> (payload, HttpResult), fetched concurrently."""
+class HttpClient:
+    """The worker's event loop and a Fetcher bound to its session, set up once per DoFn."""
 
     def __init__(self, cfg: HttpConfig):
         self._cfg = cfg
 
     def setup(self) -> None:
-        self._loop = _Loop.get()
-        self._fetcher = Fetcher(self._cfg, _Loop.session(self._cfg))
-
-    def process(self, batch: list[tuple[str, Any]]) -> Iterable[tuple[Any, HttpResult]]:
-        async def run() -> list[HttpResult]:
-            return await asyncio.gather(*(self._fetcher.fetch(url) for url, _ in batch))
-
-        results = asyncio.run_coroutine_threadsafe(run(), self._loop).result()
-        for (_, payload), result in zip(batch, results, strict=True):
-            yield payload, result
+        self.loop = _Loop.get()
+        self.fetcher = Fetcher(self._cfg, _Loop.session(self._cfg))

@@ -3,9 +3,11 @@ http(s). The same URI listed by several inputs is read once and shared by all of
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
@@ -16,7 +18,7 @@ from apache_beam.metrics import Metrics
 from synthsieve.elements import FetchedImage, ImageRef
 from synthsieve.filesystems import use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
-from synthsieve.transforms.fetch_http import FetchHttpBatch, HttpConfig, HttpResult
+from synthsieve.transforms.fetch_http import HttpClient, HttpConfig, HttpResult
 
 ERRORS = "errors"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -39,64 +41,88 @@ def _classify(exc: BaseException) -> str:
     return "io_error"
 
 
-def _fan_out(refs: Iterable[ImageRef], data: bytes, sha: str, **http: Any
-             ) -> Iterable[FetchedImage]:
-    for ref in refs:
-        yield FetchedImage(ref=ref, data=data, sha256=sha, **http)
+@dataclasses.dataclass
+class _ReadResult:
+    data: bytes | None = None
+    error_type: str | None = None
+    message: str | None = None
 
 
-class _ReadBytes(beam.DoFn):
-    def __init__(self, max_bytes: int, run_id: str):
-        self._max_bytes = max_bytes
+def read_file(uri: str, max_bytes: int) -> _ReadResult:
+    """One object through Beam's FileSystems, capped at max_bytes (+1 to detect overflow)."""
+    try:
+        # UNCOMPRESSED: FileSystems would otherwise gunzip a file named *.gz.
+        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            data = f.read(max_bytes + 1)
+    except Exception as e:  # every read failure of any filesystem becomes a row
+        return _ReadResult(error_type=_classify(e), message=f"cannot read {uri}: {e}")
+    if not data:
+        return _ReadResult(error_type="empty_file", message="the file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        return _ReadResult(error_type="too_large", message="the file is larger than the "
+                           f"--max-bytes limit of {max_bytes} bytes")
+    return _ReadResult(data=data)
+
+
+class _FetchBatch(beam.DoFn):
+    """A batch of (uri, refs) -> FetchedImage per ref, or an error row per ref.
+
+    http(s) URLs go to the worker's aiohttp loop; other URIs are read through FileSystems on
+    a thread pool driven by the same loop, so object-store latency overlaps too. One DoFn for
+    both keeps the images in one fused stage with decode and scoring: a Flatten of two
+    branches here would make the runner hold every image's bytes between stages.
+    """
+
+    def __init__(self, run_id: str, max_bytes: int, http: HttpConfig):
         self._run_id = run_id
-        self._read_bytes = Metrics.counter("synthsieve", "bytes_read")
+        self._max_bytes = max_bytes
+        self._http = http
+        self._bytes_read = Metrics.counter("synthsieve", "bytes_read")
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
+        self._fetch = HttpClient(self._http)
+        self._fetch.setup()
+        self._pool = ThreadPoolExecutor(max_workers=min(32, self._http.concurrency),
+                                        thread_name_prefix="synthsieve-read")
 
-    def process(self, group: tuple[str, Iterable[ImageRef]]) -> Iterable[Any]:
-        uri, refs = group
-        try:
-            # UNCOMPRESSED: FileSystems would otherwise gunzip a file named *.gz.
-            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                data = f.read(self._max_bytes + 1)
-        except Exception as e:  # every read failure of any filesystem becomes a row
-            yield from self._errors(refs, _classify(e), f"cannot read {uri}: {e}")
-            return
-        if not data:
-            yield from self._errors(refs, "empty_file", "the file is empty (0 bytes)")
-            return
-        if len(data) > self._max_bytes:
-            yield from self._errors(refs, "too_large", "the file is larger than the --max-bytes "
-                                    f"limit of {self._max_bytes} bytes")
-            return
-        self._read_bytes.inc(len(data))
-        yield from _fan_out(refs, data, hashlib.sha256(data).hexdigest())
+    def teardown(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
-    def _errors(self, refs: Iterable[ImageRef], error_type: str, message: str):
-        for ref in refs:
-            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                image_id=ref.image_id, uri=ref.uri, stage=STAGE_READ, error_type=error_type,
-                message=message, run_id=self._run_id))
+    def process(self, batch: list[tuple[str, Iterable[ImageRef]]]) -> Iterable[Any]:
+        loop = self._fetch.loop
 
+        async def one(uri: str) -> _ReadResult | HttpResult:
+            if is_http(uri):
+                return await self._fetch.fetcher.fetch(uri)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, read_file, uri, self._max_bytes)
 
-class _HttpToImages(beam.DoFn):
-    def __init__(self, run_id: str):
-        self._run_id = run_id
-        self._fetched = Metrics.counter("synthsieve", "http_fetched")
+        async def run() -> list[_ReadResult | HttpResult]:
+            return await asyncio.gather(*(one(uri) for uri, _ in batch))
 
-    def process(self, item: tuple[Iterable[ImageRef], HttpResult]) -> Iterable[Any]:
-        refs, result = item
+        results = asyncio.run_coroutine_threadsafe(run(), loop).result()
+        for (_uri, refs), result in zip(batch, results, strict=True):
+            yield from self._rows(list(refs), result)
+
+    def _rows(self, refs: list[ImageRef], result: _ReadResult | HttpResult) -> Iterable[Any]:
+        http = isinstance(result, HttpResult)
         if result.error_type:
             for ref in refs:
                 yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                    image_id=ref.image_id, uri=ref.uri, stage=STAGE_FETCH,
-                    error_type=result.error_type, message=result.message or result.error_type,
-                    attempts=result.attempts, http_status=result.status, run_id=self._run_id))
+                    image_id=ref.image_id, uri=ref.uri,
+                    stage=STAGE_FETCH if http else STAGE_READ, error_type=result.error_type,
+                    message=result.message or result.error_type,
+                    attempts=result.attempts if http else 1,
+                    http_status=result.status if http else None, run_id=self._run_id))
             return
-        self._fetched.inc()
-        yield from _fan_out(refs, result.data, hashlib.sha256(result.data).hexdigest(),
-                            http_status=result.status, robots_opt_out=result.opt_out)
+        self._bytes_read.inc(len(result.data))
+        sha = hashlib.sha256(result.data).hexdigest()
+        extra = {"http_status": result.status, "robots_opt_out": result.opt_out} if http else {}
+        for ref in refs:
+            yield FetchedImage(ref=ref, data=result.data, sha256=sha, **extra)
 
 
 class FetchImages(beam.PTransform):
@@ -113,21 +139,12 @@ class FetchImages(beam.PTransform):
                       else HttpConfig(max_bytes=max_bytes))
 
     def expand(self, refs: beam.PCollection) -> dict[str, beam.PCollection]:
-        grouped = (refs
-                   | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
-                   | "SameUriOnce" >> beam.GroupByKey())
-        http, files = grouped | "HttpOrFile" >> beam.Partition(
-            lambda kv, _n: 0 if is_http(kv[0]) else 1, 2)
-        read = files | "ReadBytes" >> beam.ParDo(
-            _ReadBytes(self._max_bytes, self._run_id)).with_outputs(ERRORS, main="images")
-        fetched = (
-            http
-            | "BatchUrls" >> beam.BatchElements(
-                min_batch_size=1, max_batch_size=max(1, self._http.concurrency * 2))
-            | "FetchHttp" >> beam.ParDo(FetchHttpBatch(self._http))
-            | "HttpResults" >> beam.ParDo(_HttpToImages(self._run_id)).with_outputs(
-                ERRORS, main="images")
-        )
-        images = (read.images, fetched.images) | "AllImages" >> beam.Flatten()
-        errors = (read[ERRORS], fetched[ERRORS]) | "ReadErrors" >> beam.Flatten()
-        return {"images": images, "errors": errors}
+        out = (refs
+               | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
+               | "SameUriOnce" >> beam.GroupByKey()
+               | "Batch" >> beam.BatchElements(
+                   min_batch_size=1, max_batch_size=max(1, self._http.concurrency * 2))
+               | "ReadOrFetch" >> beam.ParDo(_FetchBatch(
+                   self._run_id, self._max_bytes, self._http)).with_outputs(
+                       ERRORS, main="images"))
+        return {"images": out.images, "errors": out[ERRORS]}
