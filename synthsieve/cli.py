@@ -44,6 +44,9 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
+    a.add_argument("--backend", choices=("onnx", "none"), default="onnx",
+                   help="onnx: score with the model (default); none: read, decode and resize "
+                        "only, leaving the score columns null")
     a.add_argument("--resume", action="store_true",
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
     _http_arguments(a)
@@ -150,7 +153,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     except (SourceError, ModelSpecError) as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 2
-    if not Path(spec.model_path).is_file():
+    if args.backend == "onnx" and not Path(spec.model_path).is_file():
         print(f"synthsieve audit: {spec.model_path} is missing. For the bundled model run "
               "`synthsieve fetch-model` once after installing.", file=sys.stderr)
         return 2
@@ -158,6 +161,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
+        backend=args.backend,
     )
     if args.run_id:
         cfg.run_id = args.run_id

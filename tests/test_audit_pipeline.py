@@ -201,3 +201,18 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, tiny_model, capsys):
     empty_model.mkdir()
     assert audit(str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(empty_model)) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_backend_none_reads_and_decodes_without_a_model(tmp_path):
+    expected = write_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    # the bundled model.json gives the decode size; its weights are never loaded
+    assert audit(str(tmp_path / "corpus"), "--out", str(out), "--backend", "none") == 0
+    scores, errors = read_table(out, "scores"), read_table(out, "errors")
+    assert scores.num_rows + errors.num_rows == len(expected)
+    rows = scores.to_pylist()
+    assert all(r["ai_generated"] is None and r["verdict"] is None and r["backend"] == "none"
+               for r in rows)
+    assert all(r["width"] > 0 and r["sha256"] for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "none" and summary["model"] is None

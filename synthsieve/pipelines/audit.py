@@ -30,7 +30,7 @@ from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.resume import DoneIds, SkipDone
-from synthsieve.transforms.score import ScoreImages
+from synthsieve.transforms.score import ScoreImages, SkipScoring
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
 from synthsieve.transforms.sources import ExpandSources
 
@@ -52,6 +52,9 @@ class AuditConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     intra_op_threads: int | None = None
     resume: bool = False
+    # "onnx" (the model in model_dir) or "none" (read and decode only; model.json still
+    # gives the decode size)
+    backend: str = "onnx"
     run_id: str = field(default_factory=new_run_id)
     # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
     http: HttpConfig | None = None
@@ -67,7 +70,7 @@ class _CountInputs(beam.DoFn):
 
 
 def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
-                handler: OnnxImageModelHandler) -> None:
+                handler: OnnxImageModelHandler | None) -> None:
     """Adds the audit's transforms to `p`."""
     run_id = cfg.run_id
     src = p | "Sources" >> ExpandSources(cfg.sources, run_id)
@@ -82,8 +85,11 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         FOLLOWERS, main="leaders")
     decoded = split.leaders | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
-    scored = decoded["images"] | "Score" >> ScoreImages(
-        handler, spec, handler.backend_name, run_id)
+    if handler is None:  # --backend none: read and decode only
+        scored = decoded["images"] | "Score" >> SkipScoring(run_id)
+    else:
+        scored = decoded["images"] | "Score" >> ScoreImages(
+            handler, spec, handler.backend_name, run_id)
     leader_errors = (decoded["errors"], scored["errors"]) | "LeaderErrors" >> beam.Flatten()
     followers = {"followers": split[FOLLOWERS], "scores": scored["scores"],
                  "errors": leader_errors} | "Duplicates" >> ResolveFollowers(run_id)
@@ -140,7 +146,7 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
     scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
     errors = read_run_rows(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
-    verdicts = Counter(r["verdict"] for r in scores)
+    verdicts = Counter(r["verdict"] for r in scores if r["verdict"] is not None)
     by_stage = Counter(r["stage"] for r in errors)
     done = len(scores) + len(errors)
     return {
@@ -156,7 +162,7 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
         "duplicate_bytes_scored_once": (counters or {}).get("duplicate_bytes", 0),
         "images_per_s": round(done / wall_s, 2) if wall_s > 0 else None,
         "wall_s": round(wall_s, 2),
-        "model": spec.model_id,
+        "model": spec.model_id if backend != "none" else None,
         "backend": backend,
         "sources": cfg.sources,
         "out": cfg.out_dir,
@@ -183,7 +189,13 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(_workers_per_machine(options))
-    handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size, intra_op_threads=threads)
+    handler = None
+    if cfg.backend == "onnx":
+        handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
+                                        intra_op_threads=threads)
+    elif cfg.backend != "none":
+        raise ValueError(f"unknown backend {cfg.backend!r}")
+    backend_name = handler.backend_name if handler else "none"
     if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     log.info("run %s: %s -> %s (model %s, batch %d, %d ORT threads per worker)", cfg.run_id,
@@ -196,7 +208,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     wall_s = time.monotonic() - start
     counters = _counters(result)
     inputs = counters.get("inputs")
-    summary = summarize(cfg, spec, handler.backend_name, inputs, wall_s, counters)
+    summary = summarize(cfg, spec, backend_name, inputs, wall_s, counters)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

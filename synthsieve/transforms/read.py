@@ -91,19 +91,18 @@ class _FetchBatch(beam.DoFn):
         if pool is not None:
             pool.shutdown(wait=False)
 
+    async def _one(self, uri: str) -> _ReadResult | HttpResult:
+        if is_http(uri):
+            return await self._fetch.fetcher.fetch(uri)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, read_file, uri, self._max_bytes)
+
+    async def _all(self, uris: list[str]) -> list[_ReadResult | HttpResult]:
+        return await asyncio.gather(*(self._one(uri) for uri in uris))
+
     def process(self, batch: list[tuple[str, Iterable[ImageRef]]]) -> Iterable[Any]:
-        loop = self._fetch.loop
-
-        async def one(uri: str) -> _ReadResult | HttpResult:
-            if is_http(uri):
-                return await self._fetch.fetcher.fetch(uri)
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, read_file, uri, self._max_bytes)
-
-        async def run() -> list[_ReadResult | HttpResult]:
-            return await asyncio.gather(*(one(uri) for uri, _ in batch))
-
-        results = asyncio.run_coroutine_threadsafe(run(), loop).result()
+        results = asyncio.run_coroutine_threadsafe(
+            self._all([uri for uri, _ in batch]), self._fetch.loop).result()
         for (_uri, refs), result in zip(batch, results, strict=True):
             yield from self._rows(list(refs), result)
 

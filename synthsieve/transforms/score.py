@@ -16,7 +16,7 @@ from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_u
 ERRORS = "errors"
 
 
-def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str, backend: str,
+def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str | None, backend: str,
               run_id: str) -> dict[str, Any]:
     row = empty_score_row()
     row.update(columns)
@@ -71,6 +71,30 @@ class _FailedBatchToErrors(beam.DoFn):
                 image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_INFERENCE,
                 error_type=type(exc).__name__, message=f"inference failed for its batch: {exc}",
                 run_id=self._run_id)
+
+
+class _Unscored(beam.DoFn):
+    """--backend none: the image was read and decoded, no model ran."""
+
+    def __init__(self, run_id: str):
+        self._run_id = run_id
+
+    def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[dict[str, Any]]:
+        info, _pixels = keyed
+        yield score_row(info, {}, model=None, backend="none", run_id=self._run_id)
+
+
+class SkipScoring(beam.PTransform):
+    """(ImageInfo, pixels) -> {'scores': rows without a pixel score, 'errors': empty}."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self._run_id = run_id
+
+    def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
+        rows = images | "NoModel" >> beam.ParDo(_Unscored(self._run_id))
+        none = images.pipeline | "NoInferenceErrors" >> beam.Create([])
+        return {"scores": rows, "errors": none}
 
 
 class ScoreImages(beam.PTransform):
