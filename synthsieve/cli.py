@@ -47,6 +47,9 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--backend", choices=("onnx", "none"), default="onnx",
                    help="onnx: score with the model (default); none: read, decode and resize "
                         "only, leaving the score columns null")
+    a.add_argument("--commit-every", type=_positive_int, default=5000, metavar="N",
+                   help="commit a Parquet shard every N rows per worker (default 5000), so a "
+                        "run that dies keeps what it did and --resume does only the rest")
     a.add_argument("--resume", action="store_true",
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
     _http_arguments(a)
@@ -161,7 +164,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
-        backend=args.backend,
+        backend=args.backend, commit_rows=args.commit_every,
     )
     if args.run_id:
         cfg.run_id = args.run_id

@@ -80,3 +80,45 @@ def test_resume_does_only_the_rest_and_writes_nothing_twice(tmp_path, tiny_model
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["inputs"], summary["scores"], summary["errors"]) == (0, 0, 0)
     assert len(_rows(out, "scores") + _rows(out, "errors")) == len(rows)
+
+
+def test_kill_9_mid_run_then_resume_gives_every_input_exactly_once(tmp_path, tiny_model):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    n = 1500
+    for i in range(n):
+        data = encode(photo_like(32, 32, seed=i), "PNG") if i % 50 else b"broken"
+        (d / f"{i:05d}.png").write_bytes(data)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "synthsieve.cli", "-q", "audit", str(d), "--out", str(out),
+           "--model", str(tiny_model), "--commit-every", "25"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "scores").glob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = len(_rows(out, "scores") + _rows(out, "errors"))
+    print(f"killed={killed}: {committed} of {n} rows committed before the kill")
+    assert main(["-q", "audit", str(d), "--out", str(out), "--model", str(tiny_model),
+                 "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    ids = [r["image_id"] for r in _rows(out, "scores") + _rows(out, "errors")]
+    assert len(ids) == len(set(ids)) == n, "lost or duplicated rows after kill -9 + resume"
+    assert summary["skipped_by_resume"] == committed
+    if killed:
+        assert 0 < committed < n and summary["inputs"] == n - committed
+    # no half-written shard is ever visible as a table
+    assert not [p for p in (out / "scores").iterdir() if p.name.endswith(".parquet")
+                and p.stat().st_size == 0]

@@ -55,6 +55,8 @@ class AuditConfig:
     # "onnx" (the model in model_dir) or "none" (read and decode only; model.json still
     # gives the decode size)
     backend: str = "onnx"
+    # rows per committed shard and worker (a run that dies keeps what it committed)
+    commit_rows: int = 5000
     run_id: str = field(default_factory=new_run_id)
     # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
     http: HttpConfig | None = None
@@ -100,10 +102,12 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     )
     (scores
      | "ScoresProgress" >> beam.ParDo(ReportProgress())
-     | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id))
+     | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id,
+                                   commit_rows=cfg.commit_rows))
     (errors
      | "ErrorsProgress" >> beam.ParDo(ReportProgress())
-     | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id))
+     | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id,
+                                   commit_rows=cfg.commit_rows))
 
 
 def with_local_defaults(pipeline_args: list[str]) -> list[str]:

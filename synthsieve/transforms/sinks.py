@@ -1,11 +1,28 @@
-"""Writes the scores and errors tables as sharded Parquet under the output directory."""
+"""Writes the scores and errors tables as Parquet shards, committed as the run goes.
+
+Beam's file sinks commit every shard at the end of the run, so a run that dies keeps
+nothing. Here each worker writes a shard every `commit_rows` rows (or `commit_s` seconds)
+and at the end of each bundle: written under a temporary name, then renamed, so a reader
+never sees half a file and `--resume` after a crash skips what was committed. A shard's name
+is derived from the image_ids it holds, so a bundle that the runner retries rewrites the
+same files instead of adding duplicates.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import time
+import uuid
+from typing import Any
+
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquet
+from apache_beam.metrics import Metrics
+
+from synthsieve.filesystems import use_gcs_emulator_credentials
 
 SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
@@ -16,25 +33,63 @@ def table_prefix(out_dir: str, table: str, run_id: str) -> str:
     return FileSystems.join(out_dir, table, f"part-{run_id}")
 
 
-class WriteTable(beam.PTransform):
-    """Rows (dicts with the schema's columns) -> DIR/<table>/part-<run_id>-SSSSS-of-NNNNN.parquet.
+class _WriteShards(beam.DoFn):
+    def __init__(self, directory: str, run_id: str, schema: pa.Schema, commit_rows: int,
+                 commit_s: float):
+        self._dir = directory
+        self._run_id = run_id
+        self._schema = schema
+        self._commit_rows = commit_rows
+        self._commit_s = commit_s
+        self._shards = Metrics.counter("synthsieve", "shards_written")
 
-    Beam's file sink writes to a temporary directory and renames on finalize, so a reader
-    never sees a half-written shard.
-    """
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
+
+    def start_bundle(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._since = time.monotonic()
+
+    def process(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if (len(self._rows) >= self._commit_rows
+                or time.monotonic() - self._since >= self._commit_s):
+            self._commit()
+
+    def finish_bundle(self) -> None:
+        self._commit()
+
+    def _commit(self) -> None:
+        rows, self._rows = self._rows, []
+        self._since = time.monotonic()
+        if not rows:
+            return
+        ids = "\n".join(sorted(str(r.get("image_id")) for r in rows))
+        digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
+        name = f"part-{self._run_id}-{digest}.parquet"
+        final = FileSystems.join(self._dir, name)
+        temp = FileSystems.join(self._dir, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=self._schema), buf, compression="zstd")
+        with FileSystems.create(temp) as fh:
+            fh.write(buf.getvalue())
+        # A retried bundle has the same rows, so the same name: the rename replaces it.
+        FileSystems.rename([temp], [final])
+        self._shards.inc()
+
+
+class WriteTable(beam.PTransform):
+    """Rows (dicts with the schema's columns) -> DIR/<table>/part-<run_id>-<digest>.parquet."""
 
     def __init__(self, out_dir: str, table: str, schema: pa.Schema, run_id: str,
-                 num_shards: int = 0):
+                 commit_rows: int = 5000, commit_s: float = 60.0):
         super().__init__()
-        self._prefix = table_prefix(out_dir, table, run_id)
+        self._dir = FileSystems.join(out_dir, table)
         self._schema = schema
-        self._num_shards = num_shards
+        self._run_id = run_id
+        self._commit_rows = commit_rows
+        self._commit_s = commit_s
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        return rows | "WriteParquet" >> WriteToParquet(
-            self._prefix,
-            schema=self._schema,
-            codec="zstd",
-            file_name_suffix=".parquet",
-            num_shards=self._num_shards,
-        )
+        return rows | "WriteShards" >> beam.ParDo(_WriteShards(
+            self._dir, self._run_id, self._schema, self._commit_rows, self._commit_s))
