@@ -1,0 +1,52 @@
+"""Listing is streamed: SOURCE patterns are matched against the filesystem's lazy listing."""
+
+from __future__ import annotations
+
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from synthsieve.transforms import sources
+
+
+def test_listing_a_prefix_is_consumed_one_object_at_a_time(monkeypatch):
+    produced = []
+
+    def fake_list(self, prefix):
+        for i in range(100_000):
+            produced.append(i)
+            yield FileMetadata(f"s3://bucket/photos/{i:06d}.jpg", 10)
+
+    fs = FileSystems.get_filesystem("s3://bucket/photos/")
+    monkeypatch.setattr(type(fs), "_list", fake_list)
+    it = sources.iter_matching("s3://bucket/photos/**")
+    first = [next(it) for _ in range(3)]
+    assert first == [f"s3://bucket/photos/{i:06d}.jpg" for i in range(3)]
+    assert len(produced) == 3  # nothing beyond what was consumed was listed
+
+
+def test_glob_filters_the_listing_and_a_missing_object_is_a_prefix(monkeypatch):
+    listed = ["s3://b/p/a.jpg", "s3://b/p/b.txt", "s3://b/p/sub/c.jpg"]
+
+    def fake_list(self, prefix):
+        for p in listed:
+            if p.startswith(prefix):
+                yield FileMetadata(p, 1)
+
+    fs = FileSystems.get_filesystem("s3://b/p/")
+    monkeypatch.setattr(type(fs), "_list", fake_list)
+    monkeypatch.setattr(type(fs), "exists", lambda self, path: path in listed)
+    assert list(sources.iter_matching("s3://b/p/*.jpg")) == ["s3://b/p/a.jpg"]
+    assert list(sources.iter_matching("s3://b/p/**.jpg")) == ["s3://b/p/a.jpg",
+                                                             "s3://b/p/sub/c.jpg"]
+    assert list(sources.iter_matching("s3://b/p/a.jpg")) == ["s3://b/p/a.jpg"]
+    assert list(sources.iter_matching("s3://b/p")) == listed  # not an object: a prefix
+
+
+def test_classify_source(tmp_path):
+    (tmp_path / "m.parquet").write_bytes(b"")
+    (tmp_path / "x.jpg").write_bytes(b"")
+    assert sources.classify_source(str(tmp_path)) == ("files", str(tmp_path.resolve()) + "/**")
+    assert sources.classify_source(str(tmp_path / "m.parquet"))[0] == "manifest"
+    assert sources.classify_source("gs://b/lists/*.csv.gz") == ("manifest", "gs://b/lists/*.csv.gz")
+    assert sources.classify_source("s3://b/photos/") == ("files", "s3://b/photos/**")
+    assert sources.classify_source(str(tmp_path / "x.jpg"))[0] == "files"
