@@ -44,15 +44,45 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
-    a.add_argument("--backend", choices=("onnx", "none"), default="onnx",
+    a.add_argument("--backend", choices=("onnx", "none", "hive"), default="onnx",
                    help="onnx: score with the model (default); none: read, decode and resize "
-                        "only, leaving the score columns null")
+                        "only, leaving the score columns null; hive: Hive's detection API "
+                        "(key from HIVE_API_KEY)")
     a.add_argument("--commit-every", type=_positive_int, default=5000, metavar="N",
                    help="commit a Parquet shard every N rows per worker (default 5000), so a "
                         "run that dies keeps what it did and --resume does only the rest")
     a.add_argument("--resume", action="store_true",
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
     _http_arguments(a)
+    _api_arguments(a)
+
+
+def _api_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("vendor API backends")
+    g.add_argument("--api-url", default=None, metavar="URL",
+                   help="send requests here instead of the vendor's endpoint (an emulator, "
+                        "a proxy, a self-hosted container)")
+    g.add_argument("--api-rate", type=float, default=10.0, metavar="R",
+                   help="requests per second for the whole job (default 10)")
+    g.add_argument("--api-workers", type=_positive_int, default=1, metavar="N",
+                   help="worker processes sharing --api-rate (default 1: the DirectRunner's "
+                        "threads share one process)")
+    g.add_argument("--api-concurrency", type=_positive_int, default=16, metavar="N",
+                   help="requests in flight per worker process (default 16)")
+    g.add_argument("--api-retries", type=int, default=5, metavar="N",
+                   help="retries on 429, 5xx, timeouts and unreadable answers (default 5)")
+    g.add_argument("--api-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds for one request (default 60)")
+
+
+def _api_config(args: argparse.Namespace):
+    from synthsieve.inference.remote import BACKENDS, ApiConfig
+
+    backend = BACKENDS[args.backend]
+    return ApiConfig(backend=args.backend, url=args.api_url or backend.default_url,
+                     key_env=backend.key_env, rate_per_s=args.api_rate,
+                     workers=args.api_workers, max_in_flight=args.api_concurrency,
+                     retries=max(0, args.api_retries), timeout_s=args.api_timeout)
 
 
 def _http_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,6 +156,33 @@ def _import_model_parser(sub: argparse._SubParsersAction) -> None:
                    help="images to validate the imported model on")
 
 
+def _emulate_parser(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("emulate", help="run a local emulator of a vendor API on 127.0.0.1",
+                       description="Serves a vendor API's documented formats on 127.0.0.1 "
+                                   "for tests and benchmarks, with fault switches.")
+    e.add_argument("api", choices=("hive",))
+    e.add_argument("--port", type=int, required=True)
+    e.add_argument("--key", default="emulator-key", help="the API key it accepts")
+    e.add_argument("--latency-ms", type=float, default=0.0)
+    e.add_argument("--rate-limit", type=float, default=0.0, metavar="R",
+                   help="requests/s before answering 429 with Retry-After (0: none)")
+    e.add_argument("--error-rate", type=float, default=0.0, help="share of 503 answers")
+    e.add_argument("--timeout-rate", type=float, default=0.0, help="share of hung requests")
+    e.add_argument("--malformed-rate", type=float, default=0.0,
+                   help="share of 200 answers with a body that is not JSON")
+
+
+def _run_emulate(args: argparse.Namespace) -> int:
+    from synthsieve.emulators.hive import Faults, serve
+
+    print(f"hive emulator on http://127.0.0.1:{args.port}/api/v2/task/sync", flush=True)
+    serve(args.port, args.key, Faults(
+        latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit,
+        error_rate=args.error_rate, timeout_rate=args.timeout_rate,
+        malformed_rate=args.malformed_rate))
+    return 0
+
+
 def _fetch_model_parser(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "fetch-model",
@@ -165,10 +222,17 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
+        api=_api_config(args) if args.backend not in ("onnx", "none") else None,
     )
     if args.run_id:
         cfg.run_id = args.run_id
-    summary = run_audit(cfg, beam_args)
+    from synthsieve.inference.remote import ApiAuthError
+
+    try:
+        summary = run_audit(cfg, beam_args)
+    except ApiAuthError as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 3
     print(json.dumps(summary, indent=2))
     if not summary["accounted_for"]:
         print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
@@ -261,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     _audit_parser(sub)
     _eval_parser(sub)
     _import_model_parser(sub)
+    _emulate_parser(sub)
     _fetch_model_parser(sub)
     args, rest = parser.parse_known_args(argv)
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
@@ -275,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "import-model":
         return _run_import_model(args)
+    if args.command == "emulate":
+        return _run_emulate(args)
     return _run_fetch_model(args)
 
 

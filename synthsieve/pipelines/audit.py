@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
+from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
@@ -30,7 +31,7 @@ from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.resume import DoneIds, SkipDone
-from synthsieve.transforms.score import ScoreImages, SkipScoring
+from synthsieve.transforms.score import ScoreImages, ScoreRemote, SkipScoring
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
 from synthsieve.transforms.sources import ExpandSources
 
@@ -52,9 +53,10 @@ class AuditConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     intra_op_threads: int | None = None
     resume: bool = False
-    # "onnx" (the model in model_dir) or "none" (read and decode only; model.json still
-    # gives the decode size)
+    # "onnx" (the model in model_dir), "none" (read and decode only; model.json still
+    # gives the decode size), or a vendor API ("hive"), configured by `api`
     backend: str = "onnx"
+    api: ApiConfig | None = None
     # rows per committed shard and worker (a run that dies keeps what it committed)
     commit_rows: int = 5000
     run_id: str = field(default_factory=new_run_id)
@@ -72,7 +74,7 @@ class _CountInputs(beam.DoFn):
 
 
 def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
-                handler: OnnxImageModelHandler | None) -> None:
+                handler: OnnxImageModelHandler | RemoteApiModelHandler | None) -> None:
     """Adds the audit's transforms to `p`."""
     run_id = cfg.run_id
     src = p | "Sources" >> ExpandSources(cfg.sources, run_id)
@@ -86,9 +88,13 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         FOLLOWERS, main="leaders")
-    decoded = split.leaders | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
+    remote = isinstance(handler, RemoteApiModelHandler)
+    decoded = split.leaders | "Decode" >> DecodeImages(
+        None if remote else spec, run_id, max_pixels=cfg.max_pixels)
     if handler is None:  # --backend none: read and decode only
         scored = decoded["images"] | "Score" >> SkipScoring(run_id)
+    elif remote:
+        scored = decoded["images"] | "Score" >> ScoreRemote(handler, run_id)
     else:
         scored = decoded["images"] | "Score" >> ScoreImages(
             handler, spec, handler.backend_name, run_id)
@@ -145,7 +151,7 @@ def read_run_rows(out_dir: str, table: str, run_id: str, columns: list[str]) -> 
     return rows
 
 
-def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | None,
+def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int | None,
               wall_s: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
     scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
@@ -166,11 +172,28 @@ def summarize(cfg: AuditConfig, spec: ModelSpec, backend: str, inputs: int | Non
         "duplicate_bytes_scored_once": (counters or {}).get("duplicate_bytes", 0),
         "images_per_s": round(done / wall_s, 2) if wall_s > 0 else None,
         "wall_s": round(wall_s, 2),
-        "model": spec.model_id if backend != "none" else None,
+        "model": model_id if backend != "none" else None,
         "backend": backend,
         "sources": cfg.sources,
         "out": cfg.out_dir,
     }
+
+
+def _auth_failure(exc: BaseException) -> str | None:
+    """The ApiAuthError message inside whatever the runner raised, if it is one."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ApiAuthError):
+            return str(e).split(" [while running")[0]
+        text = str(e)
+        marker = f"{ApiAuthError.__name__}: "
+        if marker in text:
+            line = text[text.rindex(marker) + len(marker):].splitlines()[0]
+            return line.split(" [while running")[0]
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _counters(result: Any) -> dict[str, int]:
@@ -193,10 +216,18 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(_workers_per_machine(options))
-    handler = None
+    handler: OnnxImageModelHandler | RemoteApiModelHandler | None = None
+    model_id = spec.model_id
     if cfg.backend == "onnx":
         handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
                                         intra_op_threads=threads)
+    elif cfg.backend in BACKENDS:
+        if cfg.api is None:
+            raise ValueError(f"--backend {cfg.backend} needs an ApiConfig")
+        cfg.api.credentials()  # fail before starting when the key is missing
+        handler = RemoteApiModelHandler(BACKENDS[cfg.backend], cfg.api,
+                                        batch_size=max(cfg.batch_size, cfg.api.max_in_flight))
+        model_id = handler.model_name
     elif cfg.backend != "none":
         raise ValueError(f"unknown backend {cfg.backend!r}")
     backend_name = handler.backend_name if handler else "none"
@@ -207,12 +238,18 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     start = time.monotonic()
     p = beam.Pipeline(options=options)
     build_audit(p, cfg, spec, handler)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as e:
+        message = _auth_failure(e)
+        if message:  # the runner wraps it, sometimes only as text: give the API's message
+            raise ApiAuthError(message) from None
+        raise
     wall_s = time.monotonic() - start
     counters = _counters(result)
     inputs = counters.get("inputs")
-    summary = summarize(cfg, spec, backend_name, inputs, wall_s, counters)
+    summary = summarize(cfg, model_id, backend_name, inputs, wall_s, counters)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

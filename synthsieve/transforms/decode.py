@@ -139,7 +139,7 @@ def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, spec: ModelSpec, max_pixels: int, run_id: str):
+    def __init__(self, spec: ModelSpec | None, max_pixels: int, run_id: str):
         self._spec = spec
         self._max_pixels = max_pixels
         self._run_id = run_id
@@ -150,7 +150,13 @@ class _Decode(beam.DoFn):
 
     def process(self, item: FetchedImage) -> Iterable[Any]:
         try:
-            decoded, pixels = prepare(item.data, self._spec, self._max_pixels)
+            if self._spec is None:
+                # For a remote API: decoding proves the file is a whole image (no request is
+                # paid for garbage); the original bytes are what gets sent.
+                decoded = decode_image(item.data, (64, 64), self._max_pixels)
+                payload: Any = (item.data, item.ref.uri)
+            else:
+                decoded, payload = prepare(item.data, self._spec, self._max_pixels)
         except DecodeError as e:
             yield beam.pvalue.TaggedOutput(ERRORS, error_row(
                 image_id=item.ref.image_id, uri=item.ref.uri, stage=STAGE_DECODE,
@@ -161,13 +167,18 @@ class _Decode(beam.DoFn):
             ref=item.ref, sha256=item.sha256, num_bytes=len(item.data), width=decoded.width,
             height=decoded.height, format=decoded.format, warnings=decoded.warnings,
             http_status=item.http_status, robots_opt_out=item.robots_opt_out)
-        yield info, pixels
+        yield info, payload
 
 
 class DecodeImages(beam.PTransform):
-    """FetchedImage -> {'images': (ImageInfo, HWC uint8 array), 'errors': error rows}."""
+    """FetchedImage -> {'images': (ImageInfo, HWC uint8 array), 'errors': error rows}.
 
-    def __init__(self, spec: ModelSpec, run_id: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    With spec=None (remote APIs) the image is decoded to validate it and the element is
+    (ImageInfo, (original bytes, uri)) instead of pixels.
+    """
+
+    def __init__(self, spec: ModelSpec | None, run_id: str,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
         if max_pixels <= 0:
             raise ValueError("max_pixels must be positive")

@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from synthsieve.elements import ImageInfo
 from synthsieve.inference.outputs import interpret
 from synthsieve.inference.spec import ModelSpec
-from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_utc
+from synthsieve.schema import STAGE_API, STAGE_INFERENCE, empty_score_row, error_row, now_utc
 
 ERRORS = "errors"
 
@@ -120,3 +120,47 @@ class ScoreImages(beam.PTransform):
             _FailedBatchToErrors(self._run_id))
         errors = (rows[ERRORS], failed_rows) | "InferenceErrors" >> beam.Flatten()
         return {"scores": rows.scores, "errors": errors}
+
+
+class _ApiResultToRow(beam.DoFn):
+    def __init__(self, model: str, backend: str, run_id: str):
+        self._model = model
+        self._backend = backend
+        self._run_id = run_id
+
+    def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[Any]:
+        info, prediction = keyed
+        result = prediction.inference
+        if result.error_type:
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_API,
+                error_type=result.error_type, message=result.message or result.error_type,
+                attempts=result.attempts, http_status=info.http_status, run_id=self._run_id))
+            return
+        columns = dict(result.columns)
+        vendor_warnings = columns.pop("vendor_warnings", [])
+        row = score_row(info, columns, model=self._model, backend=self._backend,
+                        run_id=self._run_id)
+        row["warnings"] = [*row["warnings"], *vendor_warnings]
+        yield row
+
+
+class ScoreRemote(beam.PTransform):
+    """(ImageInfo, (bytes, uri)) -> {'scores', 'errors'} through a vendor API handler.
+
+    No exception handling around RunInference: per-image failures come back as results and
+    become error rows; what escapes (a rejected API key) must stop the job.
+    """
+
+    def __init__(self, handler: ModelHandler, run_id: str):
+        super().__init__()
+        self._handler = handler
+        self._run_id = run_id
+
+    def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
+        out = (images
+               | "CallApi" >> RunInference(KeyedModelHandler(self._handler))
+               | "ToRows" >> beam.ParDo(_ApiResultToRow(
+                   self._handler.model_name, self._handler.backend_name, self._run_id)
+               ).with_outputs(ERRORS, main="scores"))
+        return {"scores": out.scores, "errors": out[ERRORS]}

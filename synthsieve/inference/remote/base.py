@@ -1,0 +1,251 @@
+"""What every vendor-API backend shares: rate limits, retries, key hygiene, the ModelHandler.
+
+Each backend (hive.py, ...) only says how to build one request and how to read one response.
+Requests run on the worker process's event loop (the one http fetching uses), so the token
+bucket and the in-flight cap hold for all threads of a worker; divide the account's rate by
+the number of worker processes with --api-workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
+
+from synthsieve.transforms.fetch_http import _Loop, retry_after_s
+
+log = logging.getLogger("synthsieve.api")
+
+
+class ApiAuthError(Exception):
+    """401/403 from the API: the key is wrong or lacks access. Stops the job."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    backend: str
+    url: str
+    key_env: tuple[str, ...]  # environment variables holding the credentials
+    rate_per_s: float = 10.0  # for the whole job; divided by workers
+    workers: int = 1  # worker processes sharing the account's rate
+    max_in_flight: int = 16
+    retries: int = 5
+    timeout_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    threshold_ai: float = 0.8
+    threshold_not_ai: float = 0.2
+
+    @property
+    def rate_per_worker(self) -> float:
+        return self.rate_per_s / max(1, self.workers)
+
+    def credentials(self) -> tuple[str, ...]:
+        missing = [k for k in self.key_env if not os.environ.get(k)]
+        if missing:
+            raise ApiAuthError(f"{', '.join(missing)} not set: the {self.backend} backend "
+                               "reads its credentials from the environment")
+        return tuple(os.environ[k] for k in self.key_env)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Never let a credential reach a log line, an exception or a row."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+@dataclass
+class ApiResult:
+    columns: dict[str, Any] | None = None
+    error_type: str | None = None
+    message: str | None = None
+    attempts: int = 0
+    status: int | None = None
+
+
+class TokenBucket:
+    """Requests per second with a small burst, for coroutines on one event loop."""
+
+    def __init__(self, rate: float, burst: float | None = None):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self._rate = rate
+        self._capacity = burst if burst is not None else max(1.0, rate / 10)
+        self._tokens = self._capacity
+        self._updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self._capacity,
+                                   self._tokens + (now - self._updated) * self._rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+class _Retry(Exception):
+    def __init__(self, error_type: str, message: str, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ApiClient:
+    """One per (backend config, worker process): session, token bucket, in-flight cap."""
+
+    _lock = threading.Lock()
+    _clients: dict[ApiConfig, ApiClient] = {}
+
+    def __init__(self, cfg: ApiConfig, secrets: tuple[str, ...], session: aiohttp.ClientSession,
+                 bucket: TokenBucket, in_flight: asyncio.Semaphore,
+                 loop: asyncio.AbstractEventLoop):
+        self.cfg = cfg
+        self.secrets = secrets
+        self.session = session
+        self.bucket = bucket
+        self.in_flight = in_flight
+        self.loop = loop
+        self.requests_sent = 0
+
+    @classmethod
+    def for_config(cls, cfg: ApiConfig) -> ApiClient:
+        secrets = cfg.credentials()
+        loop = _Loop.get()
+        with cls._lock:
+            if cfg not in cls._clients:
+                async def make() -> ApiClient:
+                    session = aiohttp.ClientSession(
+                        trust_env=False, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
+                        connector=aiohttp.TCPConnector(limit=cfg.max_in_flight))
+                    return cls(cfg, secrets, session, TokenBucket(cfg.rate_per_worker),
+                               asyncio.Semaphore(cfg.max_in_flight), loop)
+                cls._clients[cfg] = asyncio.run_coroutine_threadsafe(make(), loop).result()
+            return cls._clients[cfg]
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cfg.backoff_max_s)
+        ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    async def call(self, backend: ApiBackend, data: bytes, uri: str) -> ApiResult:
+        """One image: send, retry what is transient, map the answer. Raises ApiAuthError."""
+        result = ApiResult()
+        while True:
+            result.attempts += 1
+            try:
+                await self.bucket.acquire()
+                async with self.in_flight:
+                    self.requests_sent += 1
+                    status, body = await backend.send(self, data, uri)
+                result.status = status
+                if status in (401, 403):
+                    raise ApiAuthError(
+                        f"{self.cfg.backend} answered HTTP {status} "
+                        f"({redact(body[:200], self.secrets)}): check the API key and its "
+                        "access; stopping instead of turning every image into an error row")
+                if status == 429 or status >= 500:
+                    raise _Retry(f"http_{status}", f"HTTP {status}", status,
+                                 backend.retry_after)
+                if status >= 400:
+                    return self._fail(result, f"http_{status}",
+                                      f"{self.cfg.backend} refused the image: HTTP {status}: "
+                                      f"{body[:300]}")
+                try:
+                    result.columns = backend.parse(body)
+                except (ValueError, KeyError, TypeError, IndexError) as e:
+                    raise _Retry("bad_response", f"unreadable response: {e}", status) from e
+                return result
+            except ApiAuthError:
+                raise
+            except _Retry as e:
+                error_type, message, retry_after = e.error_type, str(e), e.retry_after
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                timeout = isinstance(e, asyncio.TimeoutError)
+                error_type = "timeout" if timeout else "connection_error"
+                message, retry_after = f"{type(e).__name__}: {e}".rstrip(": "), None
+            if result.attempts > self.cfg.retries:
+                return self._fail(result, error_type,
+                                  f"{message} (gave up after {result.attempts} attempts)")
+            await asyncio.sleep(self._backoff(result.attempts, retry_after))
+
+    def _fail(self, result: ApiResult, error_type: str, message: str) -> ApiResult:
+        result.error_type = error_type
+        result.message = redact(message, self.secrets)
+        return result
+
+
+class ApiBackend:
+    """How one vendor's API is called and read. Subclasses set `name` and `model`."""
+
+    name = ""
+    model = ""
+    key_env: tuple[str, ...] = ()
+    default_url = ""
+    retry_after: float | None = None  # set by send() from the last response's headers
+
+    def __init__(self, cfg: ApiConfig):
+        self.cfg = cfg
+
+    async def send(self, client: ApiClient, data: bytes, uri: str) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def parse(self, body: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+        return retry_after_s(resp.headers.get("Retry-After"))
+
+
+class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResult, ApiClient]):
+    """Beam's RemoteModelHandler over a vendor API: a batch's images are sent concurrently,
+    each with its own retries; RunInference only sees a failure when the job must stop."""
+
+    def __init__(self, backend_cls: type[ApiBackend], cfg: ApiConfig, batch_size: int = 32):
+        # Retries are per image inside request(); a whole-batch retry would re-send (and
+        # re-pay for) the images that had already succeeded.
+        super().__init__(namespace=f"synthsieve_{cfg.backend}", num_retries=0,
+                         retry_filter=lambda e: False)
+        self._batching_kwargs = {"min_batch_size": 1, "max_batch_size": batch_size}
+        self._backend_cls = backend_cls
+        self._cfg = cfg
+        self.backend_name = cfg.backend
+        self.model_name = backend_cls.model
+
+    def create_client(self) -> ApiClient:
+        return ApiClient.for_config(self._cfg)
+
+    def request(self, batch: Sequence[tuple[bytes, str]], model: ApiClient,
+                inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
+        async def run() -> list[ApiResult]:
+            return await asyncio.gather(*(
+                model.call(self._backend_cls(self._cfg), data, uri) for data, uri in batch))
+
+        try:
+            results = asyncio.run_coroutine_threadsafe(run(), model.loop).result()
+        except ApiAuthError as e:
+            log.error("%s", e)
+            raise
+        return [PredictionResult(None, r) for r in results]
+
+    def get_num_bytes(self, batch: Sequence[tuple[bytes, str]]) -> int:
+        return sum(len(d) for d, _ in batch)

@@ -1,0 +1,146 @@
+"""The Hive backend against the local Hive emulator (127.0.0.1), faults included."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from corpus import encode, good_and_bad_files, photo_like
+from servers import serve_app
+
+from synthsieve.cli import main
+from synthsieve.emulators.hive import PATH, STATS, Faults, expected_scores, make_app
+from synthsieve.inference.remote.hive import map_hive_output
+
+KEY = "hive-test-key-7f3a9c0e21"
+
+
+def _rows(out: Path, table: str) -> list[dict]:
+    files = sorted((out / table).glob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
+
+
+def _corpus(root: Path, n_extra: int = 0) -> dict[str, bytes]:
+    root.mkdir()
+    files = {name: data for name, (data, _) in good_and_bad_files().items()}
+    for i in range(n_extra):
+        files[f"extra{i}.png"] = encode(photo_like(48, 48, seed=100 + i), "PNG")
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return files
+
+
+def _audit(src: Path, out: Path, url: str, *extra: str) -> int:
+    return main(["-q", "audit", str(src), "--out", str(out), "--backend", "hive",
+                 "--api-url", url + PATH, *extra])
+
+
+def test_hive_scores_map_into_the_schema_and_bad_files_are_never_sent(tmp_path, monkeypatch,
+                                                                     caplog, capsys):
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    app = make_app(KEY, Faults())
+    files = _corpus(tmp_path / "imgs")
+    out = tmp_path / "out"
+    with serve_app(app) as url:
+        assert _audit(tmp_path / "imgs", out, url, "--api-rate", "200") == 0
+    scores = {Path(r["uri"]).name: r for r in _rows(out, "scores")}
+    errors = {Path(r["uri"]).name: r for r in _rows(out, "errors")}
+    assert len(scores) + len(errors) == len(files)
+    assert app[STATS]["requests"] == len(scores)  # decode errors cost no request
+    for name, row in scores.items():
+        ai, source, deepfake = expected_scores(files[name])
+        assert row["ai_generated"] == pytest.approx(ai, abs=1e-6)
+        assert row["deepfake"] == pytest.approx(deepfake, abs=1e-6)
+        assert (row["model"], row["backend"]) == ("hive-ai-generated-image-detection@v2",
+                                                  "hive")
+        assert sum(dict(row["source_scores"]).values()) == pytest.approx(1.0, abs=1e-5)
+        if row["verdict"] == "ai_generated":
+            assert row["source"] == source and row["source_score"] == pytest.approx(ai)
+        elif row["verdict"] == "not_ai_generated":
+            assert row["source"] == "none"
+    # the key is never written or logged
+    written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert KEY.encode() not in written
+    assert KEY not in caplog.text and KEY not in capsys.readouterr().out
+
+
+def test_every_image_ends_scored_through_429s_5xx_and_malformed_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    app = make_app(KEY, Faults(rate_limit_per_s=15, error_rate=0.15, malformed_rate=0.05,
+                               seed=3))
+    files = _corpus(tmp_path / "imgs", n_extra=30)
+    out = tmp_path / "out"
+    with serve_app(app) as url:
+        assert _audit(tmp_path / "imgs", out, url, "--api-rate", "40",
+                      "--api-retries", "10") == 0
+    scores, errors = _rows(out, "scores"), _rows(out, "errors")
+    assert len(scores) + len(errors) == len(files)
+    assert all(e["stage"] == "decode" or e["stage"] == "read" for e in errors), errors
+    stats = app[STATS]
+    assert stats["rate_limited"] > 0 and stats["errors"] > 0
+    assert stats["ok"] >= len(scores)
+
+
+def test_an_input_the_api_refuses_is_an_error_row_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    app = make_app(KEY, Faults(max_bytes=20_000))
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "small.png").write_bytes(encode(photo_like(32, 32), "PNG"))
+    (d / "large.png").write_bytes(encode(photo_like(400, 300, seed=2), "PNG"))
+    out = tmp_path / "out"
+    with serve_app(app) as url:
+        assert _audit(d, out, url) == 0
+    [err] = _rows(out, "errors")
+    assert (err["stage"], err["error_type"], err["attempts"]) == ("api", "http_400", 1)
+    assert "larger than 20000 bytes" in err["message"]
+    assert app[STATS]["requests"] == 2
+
+
+def test_a_rejected_key_stops_the_job_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HIVE_API_KEY", "not-the-key-55aa")
+    app = make_app(KEY, Faults())
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(5):
+        (d / f"{i}.png").write_bytes(encode(photo_like(32, 32, seed=i), "PNG"))
+    with serve_app(app) as url:
+        assert _audit(d, tmp_path / "out", url) == 3
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and "check the API key" in err
+    assert "not-the-key-55aa" not in err
+    assert not _rows(tmp_path / "out", "errors")  # no corpus of error rows
+    monkeypatch.delenv("HIVE_API_KEY")
+    assert _audit(d, tmp_path / "out2", "http://127.0.0.1:9") == 3
+    assert "HIVE_API_KEY not set" in capsys.readouterr().err
+
+
+def test_hive_output_mapping_follows_the_taxonomy():
+    output = {"classes": [
+        {"class": "not_ai_generated", "score": 0.05}, {"class": "ai_generated", "score": 0.95},
+        {"class": "flux", "score": 0.7}, {"class": "midjourney", "score": 0.1},
+        {"class": "brand_new_generator", "score": 0.1}, {"class": "none", "score": 0.1},
+        {"class": "deepfake", "score": 0.02}],
+        "algorithmic_tags": {"c2pa": {"claim_generator": "ChatGPT",
+                                      "actions_software_agent": "GPT-4o",
+                                      "actions_action": "c2pa.created",
+                                      "actions_digital_source_type": "trainedAlgorithmicMedia"},
+                             "xmp": {"credit": "", "digital_source_type": ""},
+                             "exif": {"make": ""}}}
+    m = map_hive_output(output, 0.8, 0.2)
+    assert (m["verdict"], m["source"], m["source_score"]) == ("ai_generated", "flux", 0.7)
+    assert m["source_scores"]["other_image_generators"] == pytest.approx(0.1)
+    assert "brand_new_generator" not in m["source_scores"]
+    assert m["deepfake"] == 0.02
+    assert m["c2pa"]["validation_state"] == "vendor_reported"
+    assert m["c2pa"]["software_agent"] == "GPT-4o" and m["xmp"] is None
+    low = map_hive_output({"classes": [{"class": "ai_generated", "score": 0.1},
+                                       {"class": "none", "score": 1.0}]}, 0.8, 0.2)
+    assert (low["verdict"], low["source"], low["source_score"]) == (
+        "not_ai_generated", "none", None)
+    json.dumps(m)  # plain data only
