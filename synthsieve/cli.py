@@ -44,10 +44,12 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
-    a.add_argument("--backend", choices=("onnx", "none", "hive"), default="onnx",
+    a.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
+                   default="onnx",
                    help="onnx: score with the model (default); none: read, decode and resize "
-                        "only, leaving the score columns null; hive: Hive's detection API "
-                        "(key from HIVE_API_KEY)")
+                        "only, leaving the score columns null; hive (HIVE_API_KEY), nim "
+                        "(NVIDIA_API_KEY), sightengine (SIGHTENGINE_API_USER and "
+                        "SIGHTENGINE_API_SECRET): a vendor's detection API")
     a.add_argument("--commit-every", type=_positive_int, default=5000, metavar="N",
                    help="commit a Parquet shard every N rows per worker (default 5000), so a "
                         "run that dies keeps what it did and --resume does only the rest")
@@ -73,6 +75,18 @@ def _api_arguments(p: argparse.ArgumentParser) -> None:
                    help="retries on 429, 5xx, timeouts and unreadable answers (default 5)")
     g.add_argument("--api-timeout", type=float, default=60.0, metavar="S",
                    help="seconds for one request (default 60)")
+    g.add_argument("--api-assets-url", default=None, metavar="URL",
+                   help="nim: the asset-upload endpoint for images over the inline limit "
+                        "(default: NVIDIA's, or the --api-url host's /v2/nvcf/assets)")
+    g.add_argument("--api-send-urls", choices=("public", "always", "never"), default="public",
+                   help="sightengine: send http(s) inputs by URL instead of uploading them "
+                        "(public hosts only by default)")
+    g.add_argument("--max-requests", type=int, default=None, metavar="N",
+                   help="send at most N images to the API; the rest become error rows")
+    g.add_argument("--dry-run", action="store_true",
+                   help="read and decode everything and print how many images a vendor "
+                        "backend would send (after dedupe and --resume); send and write "
+                        "nothing")
 
 
 def _api_config(args: argparse.Namespace):
@@ -82,7 +96,9 @@ def _api_config(args: argparse.Namespace):
     return ApiConfig(backend=args.backend, url=args.api_url or backend.default_url,
                      key_env=backend.key_env, rate_per_s=args.api_rate,
                      workers=args.api_workers, max_in_flight=args.api_concurrency,
-                     retries=max(0, args.api_retries), timeout_s=args.api_timeout)
+                     retries=max(0, args.api_retries), timeout_s=args.api_timeout,
+                     assets_url=args.api_assets_url, send_urls=args.api_send_urls,
+                     max_requests=args.max_requests)
 
 
 def _http_arguments(p: argparse.ArgumentParser) -> None:
@@ -160,9 +176,10 @@ def _emulate_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("emulate", help="run a local emulator of a vendor API on 127.0.0.1",
                        description="Serves a vendor API's documented formats on 127.0.0.1 "
                                    "for tests and benchmarks, with fault switches.")
-    e.add_argument("api", choices=("hive",))
+    e.add_argument("api", choices=("hive", "nim", "sightengine"))
     e.add_argument("--port", type=int, required=True)
-    e.add_argument("--key", default="emulator-key", help="the API key it accepts")
+    e.add_argument("--key", default="emulator-key",
+                   help="the API key it accepts (sightengine: api_user:api_secret)")
     e.add_argument("--latency-ms", type=float, default=0.0)
     e.add_argument("--rate-limit", type=float, default=0.0, metavar="R",
                    help="requests/s before answering 429 with Retry-After (0: none)")
@@ -173,13 +190,21 @@ def _emulate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_emulate(args: argparse.Namespace) -> int:
-    from synthsieve.emulators.hive import Faults, serve
+    from synthsieve.emulators import common, hive, nim, sightengine
 
-    print(f"hive emulator on http://127.0.0.1:{args.port}/api/v2/task/sync", flush=True)
-    serve(args.port, args.key, Faults(
+    faults = common.Faults(
         latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit,
         error_rate=args.error_rate, timeout_rate=args.timeout_rate,
-        malformed_rate=args.malformed_rate))
+        malformed_rate=args.malformed_rate)
+    if args.api == "hive":
+        app, path = hive.make_app(args.key, faults), hive.PATH
+    elif args.api == "nim":
+        app, path = nim.make_app(args.key, faults), nim.INVOKE_PATH
+    else:
+        user, _, secret = args.key.partition(":")
+        app, path = sightengine.make_app(user, secret, faults), sightengine.PATH
+    print(f"{args.api} emulator on http://{common.HOST}:{args.port}{path}", flush=True)
+    common.run(app, args.port)
     return 0
 
 
@@ -223,7 +248,12 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
         api=_api_config(args) if args.backend not in ("onnx", "none") else None,
+        dry_run=args.dry_run,
     )
+    if args.dry_run and args.backend in ("onnx", "none"):
+        print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
+              file=sys.stderr)
+        return 2
     if args.run_id:
         cfg.run_id = args.run_id
     from synthsieve.inference.remote import ApiAuthError
@@ -234,6 +264,8 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 3
     print(json.dumps(summary, indent=2))
+    if summary.get("dry_run"):
+        return 0
     if not summary["accounted_for"]:
         print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
         return 1

@@ -1,52 +1,29 @@
-"""A local stand-in for Hive's v2 sync task API, for tests and benchmarks (127.0.0.1 only).
+"""A local stand-in for Hive's v2 sync task API (seed 001), for tests and benchmarks.
 
 It checks requests as the real API does (token, multipart `media`, size, that the bytes are
 an image) and answers in the seed-001 response format with scores derived from the image's
-sha256, so the same bytes always get the same answer. Fault switches: latency, a requests/s
-limit answered with 429 + Retry-After, a share of 5xx, of hung requests and of malformed
-bodies.
+sha256, so the same bytes always get the same answer. Faults: see emulators/common.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import io
-import json
-import random
-import time
-from collections import deque
-from dataclasses import dataclass
 
 from aiohttp import web
-from PIL import Image
 
-from synthsieve.schema import SOURCE_CLASSES
+from synthsieve.emulators.common import (
+    GENERATORS,
+    STATS,
+    FaultGate,
+    Faults,
+    expected_scores,
+    image_facts,
+)
 
-HOST = "127.0.0.1"
 PATH = "/api/v2/task/sync"
-SOURCE_HEAD = [c for c in SOURCE_CLASSES if c != "none"]
-STATS = web.AppKey("stats", dict)
+SOURCE_HEAD = [*GENERATORS, "inconclusive", "inconclusive_video"]
 
-
-@dataclass
-class Faults:
-    latency_ms: float = 0.0
-    rate_limit_per_s: float = 0.0  # 0: unlimited
-    error_rate: float = 0.0  # share of requests answered 503
-    timeout_rate: float = 0.0  # share of requests that hang until the client gives up
-    malformed_rate: float = 0.0  # share of 200 answers whose body is not JSON
-    max_bytes: int = 20 * 1024 * 1024
-    seed: int = 0
-
-
-def expected_scores(data: bytes) -> tuple[float, str, float]:
-    """(ai_generated, source, deepfake) the emulator answers for these bytes."""
-    h = hashlib.sha256(data).digest()
-    ai = int.from_bytes(h[:4], "big") / 0xFFFFFFFF
-    source = SOURCE_HEAD[h[4] % len(SOURCE_HEAD)]
-    deepfake = h[5] / 255 * 0.1
-    return ai, source, deepfake
+__all__ = ["PATH", "STATS", "Faults", "expected_scores", "make_app"]
 
 
 def hive_response(data: bytes, filename: str, width: int, height: int, mime: str) -> dict:
@@ -59,7 +36,7 @@ def hive_response(data: bytes, filename: str, width: int, height: int, mime: str
     classes.append({"class": "deepfake", "score": deepfake})
     return {"status": [{"status": {"code": "0", "message": "SUCCESS"}, "response": {
         "input": {"charge": 0.00001, "model": "AI art and deepfake detection",
-                  "id": hashlib.md5(data).hexdigest(),  # noqa: S324 (an id, not security)
+                  "id": hashlib.sha256(data).hexdigest()[:24],
                   "media": {"url": None, "filename": filename, "type": "PHOTO",
                             "mime_type": mime.split("/")[-1], "mimetype": mime,
                             "width": width, "height": height, "num_frames": 1, "duration": 0},
@@ -72,31 +49,15 @@ def hive_response(data: bytes, filename: str, width: int, height: int, mime: str
 
 
 def make_app(key: str, faults: Faults) -> web.Application:
-    rng = random.Random(faults.seed)
-    recent: deque[float] = deque()
-    stats = {"requests": 0, "ok": 0, "rate_limited": 0, "errors": 0}
+    gate = FaultGate(faults)
 
     async def task_sync(request: web.Request) -> web.StreamResponse:
-        stats["requests"] += 1
         if request.headers.get("Authorization") != f"Token {key}":
+            gate.stats["requests"] += 1
             return web.json_response({"message": "invalid or missing API token"}, status=401)
-        if faults.rate_limit_per_s:
-            now = time.monotonic()
-            while recent and now - recent[0] > 1.0:
-                recent.popleft()
-            if len(recent) >= faults.rate_limit_per_s:
-                stats["rate_limited"] += 1
-                return web.json_response({"message": "rate limit exceeded"}, status=429,
-                                         headers={"Retry-After": "1"})
-            recent.append(now)
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        roll = rng.random()
-        if roll < faults.timeout_rate:
-            await asyncio.sleep(3600)
-        if roll < faults.timeout_rate + faults.error_rate:
-            stats["errors"] += 1
-            return web.json_response({"message": "internal error"}, status=503)
+        early, malformed = await gate.before()
+        if early is not None:
+            return early
         if not request.content_type.startswith("multipart/"):
             return web.json_response({"message": "send the image as multipart field media"},
                                      status=400)
@@ -108,33 +69,12 @@ def make_app(key: str, faults: Faults) -> web.Application:
         if len(data) > faults.max_bytes:
             return web.json_response(
                 {"message": f"media larger than {faults.max_bytes} bytes"}, status=400)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height, mime = img.width, img.height, Image.MIME.get(
-                    img.format or "", "application/octet-stream")
-        except Exception:
+        facts = image_facts(data)
+        if facts is None:
             return web.json_response({"message": "unsupported or corrupt media"}, status=400)
-        if roll < faults.timeout_rate + faults.error_rate + faults.malformed_rate:
-            return web.Response(text='{"status": [', content_type="application/json")
-        stats["ok"] += 1
-        return web.json_response(hive_response(data, media.filename or "", width, height, mime))
-
-    async def get_stats(request: web.Request) -> web.Response:
-        return web.json_response(stats)
+        return gate.ok(hive_response(data, media.filename or "", *facts), malformed)
 
     app = web.Application(client_max_size=faults.max_bytes + 1024 * 1024)
-    app.add_routes([web.post(PATH, task_sync), web.get("/_stats", get_stats)])
-    app[STATS] = stats
+    app.add_routes([web.post(PATH, task_sync)])
+    app[STATS] = gate.stats
     return app
-
-
-def serve(port: int, key: str, faults: Faults) -> None:
-    """Runs until interrupted; binds 127.0.0.1 only."""
-    web.run_app(make_app(key, faults), host=HOST, port=port, print=None, access_log=None)
-
-
-if __name__ == "__main__":  # python -m synthsieve.emulators.hive PORT KEY
-    import sys
-
-    serve(int(sys.argv[1]), sys.argv[2], Faults(**json.loads(sys.argv[3]) if len(sys.argv) > 3
-                                                else {}))

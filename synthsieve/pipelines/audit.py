@@ -59,6 +59,8 @@ class AuditConfig:
     api: ApiConfig | None = None
     # rows per committed shard and worker (a run that dies keeps what it committed)
     commit_rows: int = 5000
+    # count what a vendor-API run would send (after dedupe and --resume), write nothing
+    dry_run: bool = False
     run_id: str = field(default_factory=new_run_id)
     # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
     http: HttpConfig | None = None
@@ -88,12 +90,12 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         FOLLOWERS, main="leaders")
-    remote = isinstance(handler, RemoteApiModelHandler)
+    remote = isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
     decoded = split.leaders | "Decode" >> DecodeImages(
         None if remote else spec, run_id, max_pixels=cfg.max_pixels)
-    if handler is None:  # --backend none: read and decode only
+    if handler is None or cfg.dry_run:  # --backend none / --dry-run: read and decode only
         scored = decoded["images"] | "Score" >> SkipScoring(run_id)
-    elif remote:
+    elif isinstance(handler, RemoteApiModelHandler):
         scored = decoded["images"] | "Score" >> ScoreRemote(handler, run_id)
     else:
         scored = decoded["images"] | "Score" >> ScoreImages(
@@ -106,6 +108,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
         (bad_rows, read["errors"], leader_errors, followers["errors"])
         | "AllErrors" >> beam.Flatten()
     )
+    if cfg.dry_run:
+        return
     (scores
      | "ScoresProgress" >> beam.ParDo(ReportProgress())
      | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id,
@@ -224,7 +228,8 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     elif cfg.backend in BACKENDS:
         if cfg.api is None:
             raise ValueError(f"--backend {cfg.backend} needs an ApiConfig")
-        cfg.api.credentials()  # fail before starting when the key is missing
+        if not cfg.dry_run:
+            cfg.api.credentials()  # fail before starting when the key is missing
         handler = RemoteApiModelHandler(BACKENDS[cfg.backend], cfg.api,
                                         batch_size=max(cfg.batch_size, cfg.api.max_in_flight))
         model_id = handler.model_name
@@ -249,6 +254,13 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     wall_s = time.monotonic() - start
     counters = _counters(result)
     inputs = counters.get("inputs")
+    if cfg.dry_run:
+        return {"run_id": cfg.run_id, "dry_run": True, "backend": backend_name,
+                "inputs": inputs or 0,
+                "would_send_requests": counters.get("would_send", 0),
+                "duplicate_bytes_not_sent": counters.get("duplicate_bytes", 0),
+                "skipped_by_resume": counters.get("resume_skipped", 0),
+                "wall_s": round(wall_s, 2)}
     summary = summarize(cfg, model_id, backend_name, inputs, wall_s, counters)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())

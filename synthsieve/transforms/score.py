@@ -78,9 +78,11 @@ class _Unscored(beam.DoFn):
 
     def __init__(self, run_id: str):
         self._run_id = run_id
+        self._would_send = beam.metrics.Metrics.counter("synthsieve", "would_send")
 
     def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[dict[str, Any]]:
         info, _pixels = keyed
+        self._would_send.inc()
         yield score_row(info, {}, model=None, backend="none", run_id=self._run_id)
 
 

@@ -2,7 +2,9 @@
 
 from synthsieve.inference.remote.base import ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.remote.hive import HiveBackend
+from synthsieve.inference.remote.nim import NimBackend
+from synthsieve.inference.remote.sightengine import SightengineBackend
 
-BACKENDS = {"hive": HiveBackend}
+BACKENDS = {"hive": HiveBackend, "nim": NimBackend, "sightengine": SightengineBackend}
 
 __all__ = ["BACKENDS", "ApiAuthError", "ApiConfig", "RemoteApiModelHandler"]

@@ -44,6 +44,9 @@ class ApiConfig:
     backoff_max_s: float = 30.0
     threshold_ai: float = 0.8
     threshold_not_ai: float = 0.2
+    assets_url: str | None = None  # NIM's asset upload endpoint, for large images
+    send_urls: str = "public"  # Sightengine: "public" http(s) inputs by URL, "always", "never"
+    max_requests: int | None = None  # stop sending after this many images (per worker)
 
     @property
     def rate_per_worker(self) -> float:
@@ -124,6 +127,7 @@ class ApiClient:
         self.in_flight = in_flight
         self.loop = loop
         self.requests_sent = 0
+        self.images_sent = 0
 
     @classmethod
     def for_config(cls, cfg: ApiConfig) -> ApiClient:
@@ -149,6 +153,14 @@ class ApiClient:
     async def call(self, backend: ApiBackend, data: bytes, uri: str) -> ApiResult:
         """One image: send, retry what is transient, map the answer. Raises ApiAuthError."""
         result = ApiResult()
+        cap = self.cfg.max_requests
+        if cap is not None:
+            per_worker = max(0, cap // max(1, self.cfg.workers))
+            if self.images_sent >= per_worker:
+                return self._fail(result, "max_requests_reached",
+                                  f"not sent: --max-requests {cap} was reached "
+                                  f"({per_worker} per worker process)")
+        self.images_sent += 1
         while True:
             result.attempts += 1
             try:
