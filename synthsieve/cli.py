@@ -184,6 +184,8 @@ def _emulate_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rate-limit", type=float, default=0.0, metavar="R",
                    help="requests/s before answering 429 with Retry-After (0: none)")
     e.add_argument("--error-rate", type=float, default=0.0, help="share of 503 answers")
+    e.add_argument("--throttle-rate", type=float, default=0.0,
+                   help="share of 429 answers (Retry-After: 1), at random")
     e.add_argument("--timeout-rate", type=float, default=0.0, help="share of hung requests")
     e.add_argument("--malformed-rate", type=float, default=0.0,
                    help="share of 200 answers with a body that is not JSON")
@@ -195,7 +197,7 @@ def _run_emulate(args: argparse.Namespace) -> int:
     faults = common.Faults(
         latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit,
         error_rate=args.error_rate, timeout_rate=args.timeout_rate,
-        malformed_rate=args.malformed_rate)
+        malformed_rate=args.malformed_rate, throttle_rate=args.throttle_rate)
     if args.api == "hive":
         app, path = hive.make_app(args.key, faults), hive.PATH
     elif args.api == "nim":

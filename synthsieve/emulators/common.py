@@ -27,6 +27,7 @@ class Faults:
     latency_ms: float = 0.0
     rate_limit_per_s: float = 0.0  # 0: unlimited
     error_rate: float = 0.0  # share of requests answered 503
+    throttle_rate: float = 0.0  # share of requests answered 429 + Retry-After: 1, at random
     timeout_rate: float = 0.0  # share of requests that hang until the client gives up
     malformed_rate: float = 0.0  # share of 200 answers whose body is not JSON
     max_bytes: int = 20 * 1024 * 1024
@@ -49,6 +50,9 @@ class FaultGate:
         """(an early answer or None, whether the eventual 200 must be malformed)."""
         f = self.faults
         self.stats["requests"] += 1
+        now = time.time()
+        self.stats.setdefault("first_request_at", now)
+        self.stats["last_request_at"] = now
         if f.rate_limit_per_s:
             now = time.monotonic()
             while self._recent and now - self._recent[0] > 1.0:
@@ -60,6 +64,10 @@ class FaultGate:
             self._recent.append(now)
         if f.latency_ms:
             await asyncio.sleep(f.latency_ms / 1000)
+        if f.throttle_rate and self._rng.random() < f.throttle_rate:
+            self.stats["rate_limited"] += 1
+            return web.json_response({"message": "too many requests"}, status=429,
+                                     headers={"Retry-After": "1"}), False
         roll = self._rng.random()
         if roll < f.timeout_rate:
             await asyncio.sleep(3600)
@@ -67,6 +75,14 @@ class FaultGate:
             self.stats["errors"] += 1
             return web.json_response({"message": "internal error"}, status=503), False
         return None, roll < f.timeout_rate + f.error_rate + f.malformed_rate
+
+    async def stats_handler(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats)
+
+    async def latency(self) -> None:
+        """The configured latency alone, for a vendor's secondary endpoints."""
+        if self.faults.latency_ms:
+            await asyncio.sleep(self.faults.latency_ms / 1000)
 
     def ok(self, body: dict, malformed: bool) -> web.Response:
         if malformed:

@@ -82,6 +82,7 @@ def make_app(key: str, faults: Faults) -> web.Application:
     async def create_asset(request: web.Request) -> web.StreamResponse:
         if not authorised(request):
             return web.json_response({"detail": "Authentication failed"}, status=401)
+        await gate.latency()
         doc = await request.json()
         asset_id = str(uuid.uuid4())
         assets[asset_id] = {"content_type": doc.get("contentType"), "data": None}
@@ -90,6 +91,7 @@ def make_app(key: str, faults: Faults) -> web.Application:
                                   "assetId": asset_id})
 
     async def upload(request: web.Request) -> web.StreamResponse:
+        await gate.latency()
         asset = assets.get(request.match_info["asset_id"])
         if asset is None:
             return web.Response(status=404)
@@ -102,5 +104,6 @@ def make_app(key: str, faults: Faults) -> web.Application:
     app.add_routes([web.post(INVOKE_PATH, invoke), web.post(ASSETS_PATH, create_asset),
                     web.put("/_upload/{asset_id}", upload)])
     app[STATS] = gate.stats
+    app.router.add_get("/_stats", gate.stats_handler)
     app[ASSETS] = assets
     return app

@@ -69,4 +69,5 @@ def make_app(user: str, secret: str, faults: Faults) -> web.Application:
     app = web.Application(client_max_size=faults.max_bytes + 1024 * 1024)
     app.add_routes([web.post(PATH, check), web.get(PATH, check)])
     app[STATS] = gate.stats
+    app.router.add_get("/_stats", gate.stats_handler)
     return app

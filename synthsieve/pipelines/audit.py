@@ -120,7 +120,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
                                    commit_rows=cfg.commit_rows))
 
 
-def with_local_defaults(pipeline_args: list[str]) -> list[str]:
+def with_local_defaults(pipeline_args: list[str], threads: int | None = None) -> list[str]:
     """On the DirectRunner, one worker thread per core unless the user chose otherwise.
 
     Two threads let one decode while the other runs the model (Pillow and ONNX Runtime both
@@ -135,9 +135,10 @@ def with_local_defaults(pipeline_args: list[str]) -> list[str]:
         return args
     if any(a.startswith("--direct_num_workers") for a in args):
         return args
-    cores = default_intra_op_threads(1)
-    if cores > 1:
-        args += ["--direct_num_workers", str(cores), "--direct_running_mode", "multi_threading"]
+    threads = threads or default_intra_op_threads(1)
+    if threads > 1:
+        args += ["--direct_num_workers", str(threads), "--direct_running_mode",
+                 "multi_threading"]
     return args
 
 
@@ -217,7 +218,11 @@ def _counters(result: Any) -> dict[str, int]:
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
     spec = ModelSpec.load(cfg.model_dir)
-    options = PipelineOptions(with_local_defaults(pipeline_args or []))
+    # Vendor APIs wait on the network: more threads keep the token bucket busy while some
+    # threads wait for the slowest answers of their batch.
+    remote = cfg.backend in BACKENDS
+    options = PipelineOptions(with_local_defaults(pipeline_args or [],
+                                                  threads=8 if remote else None))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(_workers_per_machine(options))
     handler: OnnxImageModelHandler | RemoteApiModelHandler | None = None
@@ -231,7 +236,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
         if not cfg.dry_run:
             cfg.api.credentials()  # fail before starting when the key is missing
         handler = RemoteApiModelHandler(BACKENDS[cfg.backend], cfg.api,
-                                        batch_size=max(cfg.batch_size, cfg.api.max_in_flight))
+                                        batch_size=cfg.batch_size)
         model_id = handler.model_name
     elif cfg.backend != "none":
         raise ValueError(f"unknown backend {cfg.backend!r}")

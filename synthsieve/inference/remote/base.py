@@ -84,7 +84,9 @@ class TokenBucket:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._rate = rate
-        self._capacity = burst if burst is not None else max(1.0, rate / 10)
+        # A burst of one: no one-second window ever holds more than rate + 1 requests, which
+        # is what a vendor's per-second limit counts.
+        self._capacity = burst if burst is not None else 1.0
         self._tokens = self._capacity
         self._updated = time.monotonic()
         self._lock = asyncio.Lock()
