@@ -236,7 +236,10 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
         if not cfg.dry_run:
             cfg.api.credentials()  # fail before starting when the key is missing
         handler = RemoteApiModelHandler(BACKENDS[cfg.backend], cfg.api,
-                                        batch_size=cfg.batch_size)
+                                        # big batches: a thread waits for its batch's
+                                        # slowest answer, so fewer waits per image
+                                        batch_size=max(cfg.batch_size,
+                                                       4 * cfg.api.max_in_flight))
         model_id = handler.model_name
     elif cfg.backend != "none":
         raise ValueError(f"unknown backend {cfg.backend!r}")
