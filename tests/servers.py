@@ -205,31 +205,8 @@ class ImageHttpServer:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[ImageHttpServer]:
-        import asyncio
-        import threading
-
-        from aiohttp import web
-
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(self._app())
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, LOOPBACK, self.port).start())
-            ready.set()
-            loop.run_forever()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        ready.wait(10)
-        try:
+        with serve_app(self._app(), self.port):
             yield self
-        finally:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
 
 
 @contextlib.contextmanager

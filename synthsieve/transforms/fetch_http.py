@@ -81,6 +81,14 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def backoff_delay(attempt: int, retry_after: float | None, base_s: float, max_s: float) -> float:
+    """Seconds to wait before retry `attempt`: the server's Retry-After when it gave one
+    (capped), else exponential backoff with jitter."""
+    if retry_after is not None:
+        return min(retry_after, max_s)
+    return min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
 class _Loop:
     """One event loop thread per worker process, with one session per HttpConfig."""
 
@@ -132,12 +140,6 @@ class Fetcher:
     def __init__(self, cfg: HttpConfig, session: aiohttp.ClientSession):
         self._cfg = cfg
         self._session = session
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._cfg.backoff_max_s)
-        ceiling = min(self._cfg.backoff_max_s, self._cfg.backoff_base_s * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
     async def fetch(self, url: str) -> HttpResult:
         cfg = self._cfg
@@ -211,7 +213,8 @@ class Fetcher:
             if result.attempts > cfg.retries:
                 return self._fail(result, error_type,
                                   f"{message} (gave up after {result.attempts} attempts)")
-            await asyncio.sleep(self._backoff(result.attempts, retry_after))
+            await asyncio.sleep(backoff_delay(result.attempts, retry_after,
+                                              cfg.backoff_base_s, cfg.backoff_max_s))
 
     @staticmethod
     def _fail(result: HttpResult, error_type: str, message: str) -> HttpResult:

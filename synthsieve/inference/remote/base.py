@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from typing import Any
 import aiohttp
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
-from synthsieve.transforms.fetch_http import _Loop, retry_after_s
+from synthsieve.transforms.fetch_http import _Loop, backoff_delay, retry_after_s
 
 log = logging.getLogger("synthsieve.api")
 
@@ -146,12 +145,6 @@ class ApiClient:
                 cls._clients[cfg] = asyncio.run_coroutine_threadsafe(make(), loop).result()
             return cls._clients[cfg]
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.cfg.backoff_max_s)
-        ceiling = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
-
     async def call(self, backend: ApiBackend, data: bytes, uri: str) -> ApiResult:
         """One image: send, retry what is transient, map the answer. Raises ApiAuthError."""
         result = ApiResult()
@@ -199,7 +192,8 @@ class ApiClient:
             if result.attempts > self.cfg.retries:
                 return self._fail(result, error_type,
                                   f"{message} (gave up after {result.attempts} attempts)")
-            await asyncio.sleep(self._backoff(result.attempts, retry_after))
+            await asyncio.sleep(backoff_delay(result.attempts, retry_after,
+                                              self.cfg.backoff_base_s, self.cfg.backoff_max_s))
 
     def _fail(self, result: ApiResult, error_type: str, message: str) -> ApiResult:
         result.error_type = error_type
