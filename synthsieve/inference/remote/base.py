@@ -8,6 +8,7 @@ the number of worker processes with --api-workers.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -201,7 +202,7 @@ class ApiClient:
         return result
 
 
-class ApiBackend:
+class ApiBackend(abc.ABC):
     """How one vendor's API is called and read. Subclasses set `name` and `model`."""
 
     name = ""
@@ -213,11 +214,13 @@ class ApiBackend:
     def __init__(self, cfg: ApiConfig):
         self.cfg = cfg
 
+    @abc.abstractmethod
     async def send(self, client: ApiClient, data: bytes, uri: str) -> tuple[int, str]:
-        raise NotImplementedError
+        """Sends one image; returns the final HTTP status and body."""
 
+    @abc.abstractmethod
     def parse(self, body: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """A 2xx body -> the scores table's columns (raise ValueError if unreadable)."""
 
     @staticmethod
     def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
