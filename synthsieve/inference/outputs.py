@@ -15,27 +15,50 @@ from synthsieve.schema import (
     VERDICT_NOT_AI,
 )
 
+# Labels of the taxonomy that are answers about the image, not generators.
+NOT_GENERATORS = frozenset({SOURCE_NONE, SOURCE_INCONCLUSIVE, "inconclusive_video"})
 
-def verdict_for(score: float, spec: ModelSpec) -> str:
-    if score >= spec.threshold_ai:
+
+def verdict_for(score: float, threshold_ai: float, threshold_not_ai: float) -> str:
+    if score >= threshold_ai:
         return VERDICT_AI
-    if score <= spec.threshold_not_ai:
+    if score <= threshold_not_ai:
         return VERDICT_NOT_AI
     return VERDICT_INCONCLUSIVE
 
 
-def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]:
-    """Columns ai_generated, verdict, source, source_score, source_scores for one image.
+def check_probability(value: float, name: str) -> float:
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}={value!r} is not a probability")
+    return value
 
-    Without a source head the model says nothing about the generator: `source` is `none`
-    for a not-AI verdict and `inconclusive` otherwise (the taxonomy's own meaning of those
-    labels), and source_score/source_scores stay null rather than being made up.
+
+def verdict_columns(ai: float, threshold_ai: float, threshold_not_ai: float,
+                    source_scores: dict[str, float] | None) -> dict[str, Any]:
+    """ai_generated, verdict, source, source_score, source_scores, for every backend.
+
+    A generator is named only when the verdict is ai_generated, and only from labels that
+    are generators; otherwise `source` is `none` (not AI) or `inconclusive`, the taxonomy's
+    own meaning of those labels, and source_score stays null rather than being made up.
     """
-    score = float(np.asarray(outputs[spec.ai_output], dtype=np.float64).reshape(-1)[0])
-    if not np.isfinite(score) or not 0.0 <= score <= 1.0:
-        raise ValueError(f"model output {spec.ai_output}={score!r} is not a probability")
-    verdict = verdict_for(score, spec)
-    row: dict[str, Any] = {"ai_generated": score, "verdict": verdict}
+    verdict = verdict_for(ai, threshold_ai, threshold_not_ai)
+    generators = {k: v for k, v in (source_scores or {}).items() if k not in NOT_GENERATORS}
+    best = max(generators, key=generators.__getitem__) if generators else None
+    if verdict == VERDICT_AI and best is not None:
+        source, source_score = best, generators[best]
+    else:
+        source = SOURCE_NONE if verdict == VERDICT_NOT_AI else SOURCE_INCONCLUSIVE
+        source_score = None
+    return {"ai_generated": ai, "verdict": verdict, "source": source,
+            "source_score": source_score, "source_scores": source_scores or None}
+
+
+def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]:
+    """A local model's raw outputs for one image -> the verdict columns (see above)."""
+    score = check_probability(
+        float(np.asarray(outputs[spec.ai_output], dtype=np.float64).reshape(-1)[0]),
+        f"model output {spec.ai_output}")
+    scores = None
     if spec.source_output:
         probs = np.asarray(outputs[spec.source_output], dtype=np.float64).reshape(-1)
         if probs.shape[0] != len(spec.source_classes):
@@ -43,21 +66,6 @@ def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]
                 f"source head has {probs.shape[0]} values, model.json names "
                 f"{len(spec.source_classes)} classes"
             )
+        # P(generator | AI-generated) over the model's classes
         scores = dict(zip(spec.source_classes, (float(p) for p in probs), strict=True))
-        best = max(scores, key=scores.__getitem__)
-        # source_scores is P(generator | AI-generated); the generator is named only when the
-        # verdict says the image is AI-generated.
-        named = verdict == VERDICT_AI
-        row.update(
-            source=best if named else (
-                SOURCE_NONE if verdict == VERDICT_NOT_AI else SOURCE_INCONCLUSIVE),
-            source_score=scores[best] if named else None,
-            source_scores=scores,
-        )
-    else:
-        row.update(
-            source=SOURCE_NONE if verdict == VERDICT_NOT_AI else SOURCE_INCONCLUSIVE,
-            source_score=None,
-            source_scores=None,
-        )
-    return row
+    return verdict_columns(score, spec.threshold_ai, spec.threshold_not_ai, scores)

@@ -202,6 +202,14 @@ class ApiClient:
         return result
 
 
+def media_form(data: bytes, uri: str) -> aiohttp.FormData:
+    """The multipart body Hive and Sightengine both take: the original bytes as `media`."""
+    form = aiohttp.FormData()
+    form.add_field("media", data, filename=uri.rsplit("/", 1)[-1] or "image",
+                   content_type="application/octet-stream")
+    return form
+
+
 class ApiBackend(abc.ABC):
     """How one vendor's API is called and read. Subclasses set `name` and `model`."""
 

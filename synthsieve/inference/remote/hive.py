@@ -12,17 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
-
-from synthsieve.inference.remote.base import ApiBackend, ApiClient
-from synthsieve.schema import (
-    SOURCE_INCONCLUSIVE,
-    SOURCE_NONE,
-    VERDICT_AI,
-    VERDICT_INCONCLUSIVE,
-    VERDICT_NOT_AI,
-    canonical_source,
-)
+from synthsieve.inference.outputs import check_probability, verdict_columns
+from synthsieve.inference.remote.base import ApiBackend, ApiClient, media_form
+from synthsieve.schema import canonical_source
 
 BINARY = ("ai_generated", "not_ai_generated")
 NOT_SOURCE = {*BINARY, "deepfake"}
@@ -33,37 +25,19 @@ def _blank_to_none(value: Any) -> Any:
     return value if value not in ("", None) else None
 
 
-def verdict(score: float, threshold_ai: float, threshold_not_ai: float) -> str:
-    if score >= threshold_ai:
-        return VERDICT_AI
-    if score <= threshold_not_ai:
-        return VERDICT_NOT_AI
-    return VERDICT_INCONCLUSIVE
-
-
 def map_hive_output(output: dict[str, Any], threshold_ai: float,
                     threshold_not_ai: float) -> dict[str, Any]:
     """One `output[0]` object -> the scores table's columns."""
     scores: dict[str, float] = {}
     for c in output["classes"]:
         scores[str(c["class"])] = float(c["score"])
-    ai = scores["ai_generated"]
-    if not 0.0 <= ai <= 1.0:
-        raise ValueError(f"ai_generated score {ai} is not a probability")
+    ai = check_probability(scores["ai_generated"], "ai_generated")
     source_scores: dict[str, float] = {}
     for label, score in scores.items():
         if label in NOT_SOURCE:
             continue
         key = canonical_source(label)  # unknown labels become other_image_generators
         source_scores[key] = source_scores.get(key, 0.0) + score
-    v = verdict(ai, threshold_ai, threshold_not_ai)
-    best = max(source_scores, key=source_scores.__getitem__) if source_scores else None
-    if v == VERDICT_NOT_AI:
-        source = SOURCE_NONE
-    elif best is None:
-        source = SOURCE_INCONCLUSIVE
-    else:
-        source = best
     tags = output.get("algorithmic_tags") or {}
     c2pa = tags.get("c2pa") or {}
     xmp = tags.get("xmp") or {}
@@ -85,12 +59,7 @@ def map_hive_output(output: dict[str, Any], threshold_ai: float,
         warnings.append("c2pa/xmp/exif columns as reported by hive (algorithmic_tags), "
                         "not read or validated by synthsieve")
     return {
-        "ai_generated": ai,
-        "verdict": v,
-        "source": source,
-        "source_score": source_scores.get(source) if source not in (
-            SOURCE_NONE, SOURCE_INCONCLUSIVE) else None,
-        "source_scores": source_scores or None,
+        **verdict_columns(ai, threshold_ai, threshold_not_ai, source_scores),
         "deepfake": scores.get("deepfake"),
         "c2pa": {"present": True, "validation_state": VENDOR_REPORTED, **c2pa_fields}
         if any_c2pa else None,
@@ -107,9 +76,7 @@ class HiveBackend(ApiBackend):
     default_url = "https://api.thehive.ai/api/v2/task/sync"
 
     async def send(self, client: ApiClient, data: bytes, uri: str) -> tuple[int, str]:
-        form = aiohttp.FormData()
-        form.add_field("media", data, filename=uri.rsplit("/", 1)[-1] or "image",
-                       content_type="application/octet-stream")
+        form = media_form(data, uri)
         headers = {"Authorization": f"Token {client.secrets[0]}", "Accept": "application/json"}
         async with client.session.post(self.cfg.url, data=form, headers=headers) as resp:
             self.retry_after = self._retry_after(resp)

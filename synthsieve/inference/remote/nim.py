@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps
 
+from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient
-from synthsieve.inference.remote.hive import verdict
-from synthsieve.schema import SOURCE_INCONCLUSIVE, SOURCE_NONE, VERDICT_AI, canonical_source
+from synthsieve.schema import canonical_source
 from synthsieve.transforms.decode import to_rgb
 
 INLINE_LIMIT = 180_000
@@ -51,9 +51,7 @@ def map_nim_item(item: dict[str, Any], threshold_ai: float,
                  threshold_not_ai: float) -> dict[str, Any]:
     if item.get("status", "SUCCESS") != "SUCCESS":
         raise ValueError(f"NIM status {item.get('status')!r}")
-    ai = float(item["is_ai_generated"])
-    if not 0.0 <= ai <= 1.0:
-        raise ValueError(f"is_ai_generated {ai} is not a probability")
+    ai = check_probability(float(item["is_ai_generated"]), "is_ai_generated")
     sources: dict[str, float] = {}
     for label, score in (item.get("possible_sources") or {}).items():
         key = canonical_source(str(label))
@@ -61,17 +59,8 @@ def map_nim_item(item: dict[str, Any], threshold_ai: float,
     total = sum(sources.values())
     if total > 0:
         sources = {k: v / total for k, v in sources.items()}
-    v = verdict(ai, threshold_ai, threshold_not_ai)
-    generators = {k: s for k, s in sources.items() if k not in (SOURCE_NONE,
-                                                                 SOURCE_INCONCLUSIVE)}
-    best = max(generators, key=generators.__getitem__) if generators else None
-    if v == VERDICT_AI:
-        source = best or SOURCE_INCONCLUSIVE
-    else:
-        source = SOURCE_NONE if v == "not_ai_generated" else SOURCE_INCONCLUSIVE
-    return {"ai_generated": ai, "verdict": v, "source": source,
-            "source_score": sources.get(source) if source == best else None,
-            "source_scores": sources or None, "vendor_warnings": []}
+    return {**verdict_columns(ai, threshold_ai, threshold_not_ai, sources),
+            "vendor_warnings": []}
 
 
 class NimBackend(ApiBackend):

@@ -12,12 +12,9 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
-from synthsieve.inference.remote.base import ApiBackend, ApiClient
-from synthsieve.inference.remote.hive import verdict
+from synthsieve.inference.outputs import check_probability, verdict_columns
+from synthsieve.inference.remote.base import ApiBackend, ApiClient, media_form
 from synthsieve.netguard import refusal_reason
-from synthsieve.schema import SOURCE_INCONCLUSIVE, SOURCE_NONE, VERDICT_NOT_AI
 
 
 def is_public_url(uri: str) -> bool:
@@ -39,13 +36,8 @@ def map_sightengine(doc: dict[str, Any], threshold_ai: float,
     if doc.get("status") != "success":
         err = doc.get("error") or {}
         raise ValueError(f"status {doc.get('status')!r}: {err.get('message')}")
-    ai = float(doc["type"]["ai_generated"])
-    if not 0.0 <= ai <= 1.0:
-        raise ValueError(f"ai_generated {ai} is not a probability")
-    v = verdict(ai, threshold_ai, threshold_not_ai)
-    return {"ai_generated": ai, "verdict": v,
-            "source": SOURCE_NONE if v == VERDICT_NOT_AI else SOURCE_INCONCLUSIVE,
-            "source_score": None, "source_scores": None, "vendor_warnings": []}
+    ai = check_probability(float(doc["type"]["ai_generated"]), "ai_generated")
+    return {**verdict_columns(ai, threshold_ai, threshold_not_ai, None), "vendor_warnings": []}
 
 
 class SightengineBackend(ApiBackend):
@@ -66,9 +58,7 @@ class SightengineBackend(ApiBackend):
             params = {"url": uri, "models": "genai", "api_user": user, "api_secret": secret}
             request = client.session.get(self.cfg.url, params=params)
         else:
-            form = aiohttp.FormData()
-            form.add_field("media", data, filename=uri.rsplit("/", 1)[-1] or "image",
-                           content_type="application/octet-stream")
+            form = media_form(data, uri)
             for k, v in (("models", "genai"), ("api_user", user), ("api_secret", secret)):
                 form.add_field(k, v)
             request = client.session.post(self.cfg.url, data=form)
