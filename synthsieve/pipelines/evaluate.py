@@ -31,13 +31,13 @@ from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.audit import new_run_id, read_run_rows, with_local_defaults
+from synthsieve.pipelines.audit import new_run_id, with_local_defaults, workers_per_machine
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
 from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.score import ScoreImages
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable
+from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable, read_run_table
 from synthsieve.transforms.sources import ExpandSources
 
 log = logging.getLogger("synthsieve.eval")
@@ -204,7 +204,7 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
     spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
     configure_filesystems(options)
-    workers = int(options.get_all_options().get("direct_num_workers") or 1)
+    workers = workers_per_machine(options)
     handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
                                     intra_op_threads=default_intra_op_threads(workers))
     if not is_remote(cfg.out_dir):
@@ -213,10 +213,12 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
     p = beam.Pipeline(options=options)
     build_eval(p, cfg, spec, handler)
     p.run().wait_until_finish()
-    scores = read_run_rows(cfg.out_dir, SCORES_DIR, cfg.run_id,
-                               ["image_id", "uri", "ai_generated", "verdict", "format", "width",
-                                "height", "extra"])
-    errors = read_run_rows(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["image_id", "error_type"])
+    # Labelled eval sets are small: the report works on rows.
+    scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
+                            ["image_id", "uri", "ai_generated", "verdict", "format", "width",
+                             "height", "extra"]).to_pylist()
+    errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id,
+                            ["image_id", "error_type"]).to_pylist()
     report = compute_report(cfg, spec, scores, errors)
     report["wall_s"] = round(time.monotonic() - start, 2)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.json")) as fh:

@@ -28,9 +28,24 @@ SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
 
 
-def table_prefix(out_dir: str, table: str, run_id: str) -> str:
+def shard_name(run_id: str, digest: str) -> str:
     """Shards of one run share a prefix, so several runs can write into one directory."""
-    return FileSystems.join(out_dir, table, f"part-{run_id}")
+    return f"part-{run_id}-{digest}.parquet"
+
+
+def run_shards(out_dir: str, table: str, run_id: str) -> str:
+    """The glob matching every shard one run wrote to one table."""
+    return FileSystems.join(out_dir, table, shard_name(run_id, "*"))
+
+
+def read_run_table(out_dir: str, table: str, run_id: str, columns: list[str]) -> pa.Table:
+    """The columns of what one run wrote to one table (an empty table if nothing)."""
+    tables = []
+    for match in FileSystems.match([run_shards(out_dir, table, run_id)])[0].metadata_list:
+        with FileSystems.open(match.path) as fh:
+            tables.append(pq.read_table(fh, columns=columns))
+    return pa.concat_tables(tables) if tables else pa.table(
+        {c: pa.array([], type=pa.null()) for c in columns})
 
 
 class _WriteShards(beam.DoFn):
@@ -66,7 +81,7 @@ class _WriteShards(beam.DoFn):
             return
         ids = "\n".join(sorted(str(r.get("image_id")) for r in rows))
         digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
-        name = f"part-{self._run_id}-{digest}.parquet"
+        name = shard_name(self._run_id, digest)
         final = FileSystems.join(self._dir, name)
         temp = FileSystems.join(self._dir, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
         buf = io.BytesIO()
