@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# The tagged output every transform sends its error rows to.
+ERRORS = "errors"
+
 
 class ImageRef(NamedTuple):
     """A reference to one input image, before anything is read."""

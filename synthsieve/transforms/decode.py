@@ -16,11 +16,10 @@ import apache_beam as beam
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from synthsieve.elements import FetchedImage, ImageInfo
+from synthsieve.elements import ERRORS, FetchedImage, ImageInfo
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.schema import STAGE_DECODE, error_row
 
-ERRORS = "errors"
 DEFAULT_MAX_PIXELS = 100_000_000
 _BACKGROUND = (255, 255, 255)
 

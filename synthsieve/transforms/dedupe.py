@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from synthsieve.elements import FetchedImage, ImageRef
+from synthsieve.elements import ERRORS, FetchedImage, ImageRef
 from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_utc
 
 FOLLOWERS = "followers"
@@ -98,13 +98,13 @@ class _Resolve(beam.DoFn):
                 yield row
             elif errors:
                 e = errors[0]
-                yield beam.pvalue.TaggedOutput("errors", error_row(
+                yield beam.pvalue.TaggedOutput(ERRORS, error_row(
                     image_id=f.ref.image_id, uri=f.ref.uri, stage=e["stage"],
                     error_type=e["error_type"],
                     message=f"identical bytes to {leader_id}, which failed: {e['message']}",
                     http_status=f.http_status, run_id=self._run_id))
             else:  # the leader's row was lost: never let the follower vanish with it
-                yield beam.pvalue.TaggedOutput("errors", error_row(
+                yield beam.pvalue.TaggedOutput(ERRORS, error_row(
                     image_id=f.ref.image_id, uri=f.ref.uri, stage=STAGE_INFERENCE,
                     error_type="leader_missing",
                     message=f"identical bytes to {leader_id}, which has no result",
@@ -130,5 +130,5 @@ class ResolveFollowers(beam.PTransform):
         }
         out = (keyed | "JoinLeaders" >> beam.CoGroupByKey()
                | "FollowerRows" >> beam.ParDo(_Resolve(self._run_id)).with_outputs(
-                   "errors", main="scores"))
-        return {"scores": out.scores, "errors": out.errors}
+                   ERRORS, main="scores"))
+        return {"scores": out.scores, "errors": out[ERRORS]}

@@ -15,12 +15,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from synthsieve.elements import FetchedImage, ImageRef
+from synthsieve.elements import ERRORS, FetchedImage, ImageRef
 from synthsieve.filesystems import use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
 from synthsieve.transforms.fetch_http import HttpClient, HttpConfig, HttpResult
 
-ERRORS = "errors"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 

@@ -8,12 +8,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from synthsieve.elements import ImageInfo
+from synthsieve.elements import ERRORS, ImageInfo
 from synthsieve.inference.outputs import interpret
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.schema import STAGE_API, STAGE_INFERENCE, empty_score_row, error_row, now_utc
-
-ERRORS = "errors"
 
 
 def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str | None, backend: str,

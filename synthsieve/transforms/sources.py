@@ -20,11 +20,10 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from synthsieve.elements import ImageRef
+from synthsieve.elements import ERRORS, ImageRef
 from synthsieve.filesystems import use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
-ERRORS = "errors"
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # FileSystems reads gs, s3 and local files; http(s) is fetched with aiohttp.
