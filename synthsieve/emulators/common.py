@@ -51,8 +51,13 @@ class FaultGate:
         f = self.faults
         self.stats["requests"] += 1
         now = time.time()
-        self.stats.setdefault("first_request_at", now)
+        first = self.stats.setdefault("first_request_at", now)
         self.stats["last_request_at"] = now
+        # Requests per whole second since the first one: benches read where throughput is lost.
+        per_s = self.stats.setdefault("requests_per_second", [])
+        second = int(now - first)
+        per_s.extend([0] * (second + 1 - len(per_s)))
+        per_s[second] += 1
         if f.rate_limit_per_s:
             now = time.monotonic()
             while self._recent and now - self._recent[0] > 1.0:

@@ -78,6 +78,7 @@ class HiveBackend(ApiBackend):
     async def send(self, client: ApiClient, data: bytes, uri: str) -> tuple[int, str]:
         form = media_form(data, uri)
         headers = {"Authorization": f"Token {client.secrets[0]}", "Accept": "application/json"}
+        await client.metered()
         async with client.session.post(self.cfg.url, data=form, headers=headers) as resp:
             self.retry_after = self._retry_after(resp)
             return resp.status, await resp.text(errors="replace")

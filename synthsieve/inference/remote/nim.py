@@ -95,6 +95,7 @@ class NimBackend(ApiBackend):
             asset_id = str(created["assetId"])
             body = {"input": [f"data:{mime};asset_id,{asset_id}"]}
             headers["NVCF-INPUT-ASSET-REFERENCES"] = asset_id
+        await client.metered()
         async with client.session.post(self.cfg.url, json=body, headers=headers) as resp:
             self.retry_after = self._retry_after(resp)
             return resp.status, await resp.text(errors="replace")

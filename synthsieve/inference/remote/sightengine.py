@@ -62,6 +62,7 @@ class SightengineBackend(ApiBackend):
             for k, v in (("models", "genai"), ("api_user", user), ("api_secret", secret)):
                 form.add_field(k, v)
             request = client.session.post(self.cfg.url, data=form)
+        await client.metered()
         async with request as resp:
             self.retry_after = self._retry_after(resp)
             return resp.status, await resp.text(errors="replace")
