@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # The tagged output every transform sends its error rows to.
 ERRORS = "errors"
@@ -38,3 +38,6 @@ class ImageInfo(NamedTuple):
     warnings: tuple[str, ...] = ()
     http_status: int | None = None
     robots_opt_out: bool | None = None
+    # The provenance columns (c2pa, xmp, exif, generation_params, watermark,
+    # provenance_source) read from the file, or None when provenance was not read.
+    provenance: dict[str, Any] | None = None

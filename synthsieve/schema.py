@@ -54,7 +54,10 @@ _TS = pa.timestamp("us", tz="UTC")
 
 C2PA_TYPE = pa.struct([
     ("present", pa.bool_()),
+    # valid | invalid | trusted (from the SDK), remote (a manifest by URL, not fetched),
+    # unreadable (a manifest the SDK could not parse)
     ("validation_state", pa.string()),
+    ("validation_codes", pa.list_(pa.string())),  # the SDK's validation status codes
     ("claim_generator", pa.string()),
     ("software_agent", pa.string()),
     ("action", pa.string()),
@@ -74,9 +77,10 @@ GENERATION_PARAMS_TYPE = pa.struct([
     ("tool", pa.string()),
     ("model_name", pa.string()),
     ("has_prompt", pa.bool_()),
+    ("prompt", pa.string()),  # only with --keep-prompts
 ])
 WATERMARK_TYPE = pa.struct([
-    ("scheme", pa.string()),
+    ("scheme", pa.string()),  # sd1, sd2, sdxl, or none when checked and not found
     ("bits_matched", pa.float32()),
 ])
 

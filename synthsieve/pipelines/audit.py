@@ -24,6 +24,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_int
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
+from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
 from synthsieve.transforms.dedupe import FOLLOWERS, ResolveFollowers, SplitDuplicates
@@ -53,8 +54,8 @@ class AuditConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     intra_op_threads: int | None = None
     resume: bool = False
-    # "onnx" (the model in model_dir), "none" (read and decode only; model.json still
-    # gives the decode size), or a vendor API ("hive"), configured by `api`
+    # "onnx" (the model in model_dir), "none" (read, decode and provenance only: a
+    # metadata audit), or a vendor API ("hive"), configured by `api`
     backend: str = "onnx"
     api: ApiConfig | None = None
     # rows per committed shard and worker (a run that dies keeps what it committed)
@@ -64,6 +65,9 @@ class AuditConfig:
     run_id: str = field(default_factory=new_run_id)
     # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
     http: HttpConfig | None = None
+    # what the file says about its origin (C2PA, XMP, EXIF, generator text, watermarks);
+    # None skips it
+    provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
 
 
 class _CountInputs(beam.DoFn):
@@ -90,9 +94,11 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         FOLLOWERS, main="leaders")
-    remote = isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
+    # No local model: decode only to validate (and to read provenance), not to preprocess.
+    validate_only = handler is None or isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
     decoded = split.leaders | "Decode" >> DecodeImages(
-        None if remote else spec, run_id, max_pixels=cfg.max_pixels)
+        None if validate_only else spec, run_id, max_pixels=cfg.max_pixels,
+        provenance=cfg.provenance)
     if handler is None or cfg.dry_run:  # --backend none / --dry-run: read and decode only
         scored = decoded["images"] | "Score" >> SkipScoring(run_id)
     elif isinstance(handler, RemoteApiModelHandler):

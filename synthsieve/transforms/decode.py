@@ -18,6 +18,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageInfo
 from synthsieve.inference.spec import ModelSpec
+from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.schema import STAGE_DECODE, error_row
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -43,6 +44,40 @@ class Decoded:
     width: int  # of the original image, as stored
     height: int
     warnings: tuple[str, ...]
+    original: Image.Image | None = None  # as opened: info, text chunks, EXIF
+    full_size: bool = True  # False when JPEG draft mode decoded it reduced
+
+    @property
+    def stored_pixels(self) -> Image.Image | None:
+        """RGB at the stored size and orientation (what a watermark was embedded in)."""
+        return self.image if self.full_size else None
+
+
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def without_png_text(data: bytes) -> bytes | None:
+    """The PNG with its text chunks removed, or None if it is not a walkable PNG.
+
+    Written by hand because Pillow raises inside Image.open when one text chunk inflates past
+    MAX_TEXT_CHUNK, with no per-image way to skip them, and an oversized caption must not
+    cost the pixels.
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out = [data[:8]]
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            out.append(data[pos:])
+            break
+        if kind not in _PNG_TEXT_CHUNKS:
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -74,14 +109,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Decoded:
-    """Bytes -> RGB image at least min_size (w, h) on its shorter side where the file allows.
+def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int,
+                 full_size: bool = False) -> Decoded:
+    """Bytes -> RGB image at least min_size (w, h) on its shorter side where the file allows
+    (at the stored size when full_size).
 
     Raises DecodeError with an error_type for anything that cannot become an RGB image.
     """
     warnings: list[str] = []
     try:
-        img = Image.open(io.BytesIO(data))
+        try:
+            img = Image.open(io.BytesIO(data))
+        except ValueError as e:
+            stripped = without_png_text(data) if "TEXT_" in str(e) else None
+            if stripped is None:
+                raise
+            img = Image.open(io.BytesIO(stripped))
+            warnings.append(f"png text chunks dropped: {e}")
     except UnidentifiedImageError as e:
         raise DecodeError("not_an_image", f"not a recognised image format: {e}") from e
     except Image.DecompressionBombError as e:
@@ -102,12 +146,13 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Dec
         if getattr(img, "is_animated", False):
             img.seek(0)
             warnings.append("animated: scored the first frame")
-        if fmt == "JPEG":
+        if fmt == "JPEG" and not full_size:
             # draft picks the largest DCT reduction keeping both sides >= the request,
             # so the shorter side still covers the model input after orientation.
             side = max(min_size)
             img.draft(None, (side, side))
         img.load()
+        original = img
         try:
             img = ImageOps.exif_transpose(img)
         except Exception as e:  # a broken EXIF block must not lose the pixels
@@ -124,12 +169,14 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int) -> Dec
     except Exception as e:  # Pillow plugins raise a zoo of types on hostile input
         raise DecodeError(
             "corrupt", f"cannot decode {fmt or 'image'}: {type(e).__name__}: {e}") from e
-    return Decoded(rgb, fmt, width, height, tuple(warnings))
+    return Decoded(rgb, fmt, width, height, tuple(warnings), original,
+                   full_size=original.size == (width, height))
 
 
-def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.ndarray]:
+def prepare(data: bytes, spec: ModelSpec, max_pixels: int,
+            full_size: bool = False) -> tuple[Decoded, np.ndarray]:
     """Decode and preprocess to the model's HWC uint8 input."""
-    decoded = decode_image(data, (spec.width, spec.height), max_pixels)
+    decoded = decode_image(data, (spec.width, spec.height), max_pixels, full_size)
     try:
         pixels = spec.to_uint8(decoded.image)
     except Exception as e:
@@ -138,20 +185,25 @@ def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.
 
 
 class _Decode(beam.DoFn):
-    def __init__(self, spec: ModelSpec | None, max_pixels: int, run_id: str):
+    def __init__(self, spec: ModelSpec | None, max_pixels: int, run_id: str,
+                 provenance: ProvenanceOptions | None):
         self._spec = spec
         self._max_pixels = max_pixels
         self._run_id = run_id
+        self._provenance_options = provenance
+        self._provenance: ProvenanceReader | None = None
 
     def setup(self) -> None:
         # Another library in the worker may have restored Pillow's global limit.
         Image.MAX_IMAGE_PIXELS = None
+        if self._provenance_options is not None:
+            self._provenance = ProvenanceReader(self._provenance_options)
 
     def process(self, item: FetchedImage) -> Iterable[Any]:
         try:
             if self._spec is None:
-                # For a remote API: decoding proves the file is a whole image (no request is
-                # paid for garbage); the original bytes are what gets sent.
+                # For a remote API or no model: decoding proves the file is a whole image (no
+                # request is paid for garbage); the original bytes are what gets sent.
                 decoded = decode_image(item.data, (64, 64), self._max_pixels)
                 payload: Any = (item.data, item.ref.uri)
             else:
@@ -162,30 +214,41 @@ class _Decode(beam.DoFn):
                 error_type=e.error_type, message=str(e), run_id=self._run_id,
                 http_status=item.http_status))
             return
+        warnings = list(decoded.warnings)
+        provenance = None
+        if self._provenance is not None and decoded.original is not None:
+            provenance, found = self._provenance.read(
+                item.data, decoded.original, decoded.stored_pixels, decoded.format)
+            warnings.extend(found)
         info = ImageInfo(
             ref=item.ref, sha256=item.sha256, num_bytes=len(item.data), width=decoded.width,
-            height=decoded.height, format=decoded.format, warnings=decoded.warnings,
-            http_status=item.http_status, robots_opt_out=item.robots_opt_out)
+            height=decoded.height, format=decoded.format, warnings=tuple(warnings),
+            http_status=item.http_status, robots_opt_out=item.robots_opt_out,
+            provenance=provenance)
         yield info, payload
 
 
 class DecodeImages(beam.PTransform):
     """FetchedImage -> {'images': (ImageInfo, HWC uint8 array), 'errors': error rows}.
 
-    With spec=None (remote APIs) the image is decoded to validate it and the element is
-    (ImageInfo, (original bytes, uri)) instead of pixels.
+    With spec=None (remote APIs, --backend none) the image is decoded to validate it and the
+    element is (ImageInfo, (original bytes, uri)) instead of pixels. With provenance options
+    the same pass reads the file's provenance evidence into ImageInfo.provenance.
     """
 
     def __init__(self, spec: ModelSpec | None, run_id: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 provenance: ProvenanceOptions | None = None):
         super().__init__()
         if max_pixels <= 0:
             raise ValueError("max_pixels must be positive")
         self._spec = spec
         self._run_id = run_id
         self._max_pixels = max_pixels
+        self._provenance = provenance
 
     def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
         out = images | "Decode" >> beam.ParDo(
-            _Decode(self._spec, self._max_pixels, self._run_id)).with_outputs(ERRORS, main="images")
+            _Decode(self._spec, self._max_pixels, self._run_id, self._provenance)
+        ).with_outputs(ERRORS, main="images")
         return {"images": out.images, "errors": out[ERRORS]}

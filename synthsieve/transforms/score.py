@@ -11,13 +11,22 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from synthsieve.elements import ERRORS, ImageInfo
 from synthsieve.inference.outputs import interpret
 from synthsieve.inference.spec import ModelSpec
+from synthsieve.provenance import evidence_verdict, provenance_source
 from synthsieve.schema import STAGE_API, STAGE_INFERENCE, empty_score_row, error_row, now_utc
 
 
 def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str | None, backend: str,
               run_id: str) -> dict[str, Any]:
+    """One scores row: the backend's columns, the provenance read from the file (which wins
+    over a vendor's report of the same field), and the combined evidence verdict."""
     row = empty_score_row()
     row.update(columns)
+    if info.provenance is not None:
+        for name, value in info.provenance.items():
+            if value is not None:
+                row[name] = value
+        row["provenance_source"] = provenance_source(row)
+        row["evidence_verdict"], row["verdict_reason"] = evidence_verdict(row)
     row.update(
         image_id=info.ref.image_id,
         uri=info.ref.uri,

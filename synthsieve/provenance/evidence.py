@@ -1,0 +1,99 @@
+"""The combined verdict: pixels and provenance evidence together, each column left as it is.
+
+Rules, first match wins (`verdict_reason` says which fired and what the pixels said):
+1. C2PA manifest whose signature validates (valid or trusted) and whose digitalSourceType
+   is trainedAlgorithmicMedia, or a composite with such media -> ai_generated.
+2. A Stable Diffusion invisible watermark decoded (sd1, sd2, sdxl) -> ai_generated.
+3. Generation parameters from a generator tool (A1111, ComfyUI, ...) -> ai_generated.
+4. XMP DigitalSourceType naming AI media -> ai_generated.
+5. Metadata naming a generator (C2PA claim generator or software agent, XMP CreatorTool,
+   EXIF Software) -> ai_generated.
+6. C2PA manifest chained to a configured trust anchor saying digitalCapture (or another
+   capture type) -> not_ai_generated.
+7. Otherwise the pixel verdict; with no pixel score (--backend none), inconclusive.
+
+Why the asymmetry: an admission that an image is AI-made is believed from any intact source,
+signed or not, because nobody gains by forging one, while a claim that an image is a real
+capture is exactly what a forger would add, so it counts only from a trusted signature.
+A C2PA manifest whose validation fails is ignored as evidence (the reason says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthsieve.provenance.taxonomy import source_from_name
+from synthsieve.provenance.vocabulary import category
+from synthsieve.schema import SOURCE_OTHER, VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
+
+GOOD_SIGNATURE = ("valid", "trusted")
+# Where a tool's checkpoint name says nothing the taxonomy knows.
+TOOL_SOURCE = {"a1111": "stablediffusion", "forge": "stablediffusion",
+               "sdnext": "stablediffusion", "invokeai": "stablediffusion",
+               "fooocus": "stablediffusionxl", "comfyui": SOURCE_OTHER,
+               "novelai": SOURCE_OTHER}
+WATERMARK_SOURCE = {"sd1": "stablediffusion", "sd2": "stablediffusion",
+                    "sdxl": "stablediffusionxl"}
+
+
+def provenance_source(row: dict[str, Any]) -> str | None:
+    """The generator the metadata names, most authoritative witness first."""
+    c2pa = row.get("c2pa") or {}
+    gen = row.get("generation_params") or {}
+    xmp = row.get("xmp") or {}
+    exif = row.get("exif") or {}
+    mark = row.get("watermark") or {}
+    signed = c2pa.get("validation_state") in GOOD_SIGNATURE
+    for name in ((c2pa.get("software_agent") if signed else None),
+                 (c2pa.get("claim_generator") if signed else None),
+                 gen.get("model_name"), xmp.get("creator_tool"), exif.get("software")):
+        source = source_from_name(name)
+        if source:
+            return source
+    if gen.get("tool"):
+        return TOOL_SOURCE.get(gen["tool"], SOURCE_OTHER)
+    if mark.get("scheme") in WATERMARK_SOURCE:
+        return WATERMARK_SOURCE[mark["scheme"]]
+    ai_type = category((c2pa.get("digital_source_type") if signed else None)
+                       or xmp.get("digital_source_type"))
+    return SOURCE_OTHER if ai_type in ("ai", "ai_composite") else None
+
+
+def _pixels(row: dict[str, Any]) -> str:
+    score = row.get("ai_generated")
+    if score is None:
+        return "no pixel score"
+    return f"pixels {row.get('verdict')} ({score:.2f})"
+
+
+def evidence_verdict(row: dict[str, Any]) -> tuple[str, str]:
+    """(evidence_verdict, verdict_reason) for a scores row with its provenance columns."""
+    c2pa = row.get("c2pa") or {}
+    gen = row.get("generation_params") or {}
+    xmp = row.get("xmp") or {}
+    mark = row.get("watermark") or {}
+    state = c2pa.get("validation_state")
+    c2pa_type = c2pa.get("digital_source_type")
+    pixels = _pixels(row)
+    if state in GOOD_SIGNATURE and category(c2pa_type) in ("ai", "ai_composite"):
+        return VERDICT_AI, f"c2pa {state}: digitalSourceType {c2pa_type}; {pixels}"
+    if mark.get("scheme") in WATERMARK_SOURCE:
+        return VERDICT_AI, (f"{mark['scheme']} invisible watermark "
+                            f"({mark.get('bits_matched'):.2f} of bits); {pixels}")
+    if gen.get("tool"):
+        model = f", model {gen['model_name']}" if gen.get("model_name") else ""
+        return VERDICT_AI, f"generation parameters from {gen['tool']}{model}; {pixels}"
+    if category(xmp.get("digital_source_type")) in ("ai", "ai_composite"):
+        return VERDICT_AI, f"xmp digitalSourceType {xmp['digital_source_type']}; {pixels}"
+    named = row.get("provenance_source")
+    if named:
+        return VERDICT_AI, f"metadata names the generator {named}; {pixels}"
+    if state == "trusted" and category(c2pa_type) == "capture":
+        return VERDICT_NOT_AI, f"c2pa trusted: digitalSourceType {c2pa_type}; {pixels}"
+    note = ""
+    if c2pa.get("present") and state not in GOOD_SIGNATURE:
+        codes = ", ".join((c2pa.get("validation_codes") or [])[:3])
+        note = f"c2pa {state}{f' ({codes})' if codes else ''} ignored; "
+    if row.get("ai_generated") is None:
+        return VERDICT_INCONCLUSIVE, f"{note}no provenance evidence and no pixel score"
+    return row["verdict"], f"{note}no decisive provenance evidence: {pixels}"
