@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synthsieve.models import DEFAULT_MODEL_DIR
+
+if TYPE_CHECKING:
+    from synthsieve.provenance import ProvenanceOptions
 
 
 def _positive_int(text: str) -> int:
@@ -46,8 +50,8 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
     a.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
                    default="onnx",
-                   help="onnx: score with the model (default); none: read, decode and resize "
-                        "only, leaving the score columns null; hive (HIVE_API_KEY), nim "
+                   help="onnx: score with the model (default); none: a metadata-only audit "
+                        "(read, decode, provenance; score columns null); hive (HIVE_API_KEY), nim "
                         "(NVIDIA_API_KEY), sightengine (SIGHTENGINE_API_USER and "
                         "SIGHTENGINE_API_SECRET): a vendor's detection API")
     a.add_argument("--commit-every", type=_positive_int, default=5000, metavar="N",
@@ -57,6 +61,32 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
     _http_arguments(a)
     _api_arguments(a)
+    _provenance_arguments(a)
+
+
+def _provenance_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("provenance (C2PA, XMP/IPTC, EXIF, generator metadata, "
+                             "watermarks)")
+    g.add_argument("--no-provenance", action="store_true",
+                   help="do not read provenance: the provenance and evidence columns stay null")
+    g.add_argument("--c2pa-trust-anchors", default=None, metavar="PEM",
+                   help="PEM file of trust anchors (e.g. the C2PA trust list): manifests "
+                        "chaining to one are `trusted`, others at best `valid`")
+    g.add_argument("--keep-prompts", action="store_true",
+                   help="store the prompt found in generator metadata "
+                        "(generation_params.prompt); by default only has_prompt")
+    g.add_argument("--no-watermark", action="store_true",
+                   help="skip the Stable Diffusion invisible-watermark check")
+
+
+def _provenance_options(args: argparse.Namespace) -> ProvenanceOptions | None:
+    from synthsieve.provenance import ProvenanceOptions
+
+    if args.no_provenance:
+        return None
+    anchors = Path(args.c2pa_trust_anchors).read_text() if args.c2pa_trust_anchors else None
+    return ProvenanceOptions(c2pa_trust_anchors=anchors, keep_prompts=args.keep_prompts,
+                             watermark=not args.no_watermark)
 
 
 def _api_arguments(p: argparse.ArgumentParser) -> None:
@@ -240,6 +270,11 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     except (SourceError, ModelSpecError) as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 2
+    try:
+        provenance = _provenance_options(args)
+    except OSError as e:
+        print(f"synthsieve audit: --c2pa-trust-anchors: {e}", file=sys.stderr)
+        return 2
     if args.backend == "onnx" and not Path(spec.model_path).is_file():
         print(f"synthsieve audit: {spec.model_path} is missing. For the bundled model run "
               "`synthsieve fetch-model` once after installing.", file=sys.stderr)
@@ -250,7 +285,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
         api=_api_config(args) if args.backend not in ("onnx", "none") else None,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run, provenance=provenance,
     )
     if args.dry_run and args.backend in ("onnx", "none"):
         print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",

@@ -116,3 +116,32 @@ def test_max_requests_stops_sending_and_dry_run_counts(tmp_path, monkeypatch, ca
               and not e["message"].startswith("identical bytes")]  # dup.png may copy one
     assert len(errors) == 3 and all("--max-requests 5" in e["message"] for e in errors)
     assert len(_rows(out, "scores")) + len(_rows(out, "errors")) == 10
+
+
+def test_rate_limiter_never_exceeds_its_window_and_makes_up_late_sends():
+    """At most `rate` sends in any one-second window, yet a loop stalled by other work (as
+    the GIL stalls it behind decode threads) still averages the full rate."""
+    import asyncio
+    import time
+
+    from synthsieve.inference.remote.base import RateLimiter
+
+    async def run() -> list[float]:
+        limiter = RateLimiter(50)
+        sent: list[float] = []
+        for i in range(150):
+            await limiter.acquire()
+            sent.append(time.monotonic())
+            if i % 10 == 0:
+                time.sleep(0.03)  # a stall longer than the 20 ms mean interval
+        return sent
+
+    sent = asyncio.run(run())
+    times = np.array(sent)
+    for t in times:
+        assert np.count_nonzero((times >= t) & (times < t + 1.0)) <= 50
+    # send k + 50 goes out as soon as send k leaves the window: a stall delays one send by
+    # its length, and the next ones catch up, where a burst-one token bucket loses it for good
+    gaps = times[50:] - times[:-50]
+    assert gaps.min() >= 1.0
+    assert np.median(gaps) < 1.01 and gaps.max() < 1.1, (np.median(gaps), gaps.max())
