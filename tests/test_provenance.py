@@ -29,7 +29,13 @@ from synthsieve.provenance.evidence import evidence_verdict, provenance_source
 from synthsieve.provenance.generation import read_generation
 from synthsieve.provenance.taxonomy import RULES, source_from_name
 from synthsieve.provenance.vocabulary import CATEGORIES, source_type_code
-from synthsieve.provenance.watermark import SCHEMES, block_scores, decode_bits, read_watermark
+from synthsieve.provenance.watermark import (
+    SCHEMES,
+    block_scores,
+    decode_bits,
+    haar_ll,
+    read_watermark,
+)
 from synthsieve.provenance.xmp import read_xmp
 from synthsieve.schema import SOURCE_SET
 from synthsieve.transforms.decode import decode_image
@@ -403,9 +409,23 @@ def test_vectorised_decoder_matches_the_package_decoder_bit_for_bit(imwatermark)
             rgb = np.ascontiguousarray(embed(imwatermark, rgb, scheme))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         for length in (32, 48, 136):
-            ours = decode_bits(block_scores(bgr), length)
+            ours = decode_bits(block_scores(rgb, "bgr"), length)
             theirs = EmbedMaxDct(watermarks=[], wmLen=length).decode(bgr)
             assert np.array_equal(ours, theirs), (seed, scheme, length)
+            ours = decode_bits(block_scores(rgb, "rgb"), length)
+            theirs = EmbedMaxDct(watermarks=[], wmLen=length).decode(rgb.copy())
+            assert np.array_equal(ours, theirs), (seed, scheme, length, "rgb")
+
+
+def test_haar_ll_band_equals_pywt_bit_for_bit():
+    import pywt
+
+    rng = np.random.default_rng(7)
+    for shape in ((64, 64), (512, 384), (1024, 1024)):
+        channel = rng.integers(0, 256, shape).astype(np.uint8)
+        assert np.array_equal(haar_ll(channel), pywt.dwt2(channel, "haar")[0])
+    flat = np.full((64, 64), 9, np.uint8)  # LL = 18 exactly: the tie pywt's rounding decides
+    assert np.array_equal(haar_ll(flat), pywt.dwt2(flat, "haar")[0])
 
 
 def test_unmarked_images_and_small_images_carry_no_watermark():
