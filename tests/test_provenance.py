@@ -127,7 +127,8 @@ CAPTURED = [{"action": "c2pa.created", "digitalSourceType": IPTC + "digitalCaptu
 
 
 @pytest.mark.parametrize("fmt,mime", [("JPEG", "image/jpeg"), ("PNG", "image/png"),
-                                      ("WEBP", "image/webp")])
+                                      ("WEBP", "image/webp"), ("AVIF", "image/avif"),
+                                      ("HEIF", "image/heif")])
 def test_signed_generated_image_reads_valid_with_its_source_type_and_is_decisive(
         chain, fmt, mime):
     buf = io.BytesIO()
@@ -175,15 +176,23 @@ def test_bytes_changed_after_signing_read_invalid_and_are_ignored_as_evidence(ch
     assert verdict == "not_ai_generated" and "c2pa invalid" in reason
 
 
-def test_malformed_jumbf_is_a_warning_and_the_image_still_decodes():
+def test_malformed_jumbf_is_a_warning_and_the_image_still_decodes(chain):
+    signed = sign(jpeg(), "image/jpeg", chain, GENERATED)
+    app11 = signed.find(b"\xff\xeb")  # the segment that carries the JUMBF boxes
+    for offset in (40, 300, 1000):
+        hostile = bytearray(signed)
+        for k in range(offset, offset + 16):
+            hostile[app11 + k] ^= 0x5A
+        columns, warnings = read(bytes(hostile))
+        assert columns["c2pa"]["present"], offset
+        assert columns["c2pa"]["validation_state"] == "unreadable", offset
+        assert any(w.startswith("c2pa: unreadable manifest") for w in warnings), offset
+    # a JUMBF-looking segment that is not C2PA at all is simply no manifest
     data = jpeg()
     garbage = b"JP\x00\x01\x00\x00\x00\x01" + b"\x00\x00\x00\x40jumb" + os.urandom(200)
     segment = b"\xff\xeb" + (len(garbage) + 2).to_bytes(2, "big") + garbage
-    hostile = data[:2] + segment + data[2:]
-    columns, warnings = read(hostile)
-    assert columns["c2pa"] is None or columns["c2pa"]["validation_state"] == "unreadable"
-    if columns["c2pa"] is not None:
-        assert any(w.startswith("c2pa") for w in warnings)
+    columns, warnings = read(data[:2] + segment + data[2:])
+    assert columns["c2pa"] is None and not warnings
 
 
 def test_c2pa_reader_never_fetches_a_remote_manifest(shared_data):

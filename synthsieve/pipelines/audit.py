@@ -164,7 +164,8 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int 
               wall_s: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
     # Counted in Arrow: a million-row run is a million values, not a million dicts.
-    scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id, ["verdict"])
+    scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
+                            ["verdict", "evidence_verdict", "provenance_source"])
     errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
     verdicts = _value_counts(scores, "verdict")
     by_stage = _value_counts(errors, "stage")
@@ -177,6 +178,8 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int 
         "errors_by_stage": by_stage,
         "errors_by_type": _value_counts(errors, "error_type"),
         "verdicts": verdicts,
+        "evidence_verdicts": _value_counts(scores, "evidence_verdict"),
+        "provenance_sources": _value_counts(scores, "provenance_source"),
         "accounted_for": inputs is None or inputs == done,
         "skipped_by_resume": (counters or {}).get("resume_skipped", 0),
         "duplicate_bytes_scored_once": (counters or {}).get("duplicate_bytes", 0),

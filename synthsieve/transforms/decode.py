@@ -14,6 +14,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageInfo
@@ -29,6 +30,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pillow's global bomb check warns, then raises at its own limit inside Image.open, before we
 # can see the header. decode_image checks --max-pixels on the header instead, per image.
 Image.MAX_IMAGE_PIXELS = None
+# HEIF/HEIC (phones) through libheif; AVIF is Pillow's own.
+pillow_heif.register_heif_opener()
 
 
 class DecodeError(Exception):
