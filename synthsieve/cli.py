@@ -203,10 +203,13 @@ def _import_model_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _emulate_parser(sub: argparse._SubParsersAction) -> None:
-    e = sub.add_parser("emulate", help="run a local emulator of a vendor API on 127.0.0.1",
+    e = sub.add_parser("emulate", help="run a local emulator of a vendor API or of Pub/Sub "
+                                       "on 127.0.0.1",
                        description="Serves a vendor API's documented formats on 127.0.0.1 "
-                                   "for tests and benchmarks, with fault switches.")
-    e.add_argument("api", choices=("hive", "nim", "sightengine"))
+                                   "for tests and benchmarks, with fault switches; or the "
+                                   "Pub/Sub gRPC API (clients set "
+                                   "PUBSUB_EMULATOR_HOST=127.0.0.1:PORT).")
+    e.add_argument("api", choices=("hive", "nim", "sightengine", "pubsub"))
     e.add_argument("--port", type=int, required=True)
     e.add_argument("--key", default="emulator-key",
                    help="the API key it accepts (sightengine: api_user:api_secret)")
@@ -223,6 +226,18 @@ def _emulate_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_emulate(args: argparse.Namespace) -> int:
     from synthsieve.emulators import common, hive, nim, sightengine
+
+    if args.api == "pubsub":
+        from synthsieve.emulators.pubsub import PubSubEmulator
+
+        emulator = PubSubEmulator(port=args.port).start()
+        print(f"pubsub emulator on {emulator.host} "
+              f"(export PUBSUB_EMULATOR_HOST={emulator.host})", flush=True)
+        try:
+            emulator.wait()
+        except KeyboardInterrupt:
+            emulator.stop()
+        return 0
 
     faults = common.Faults(
         latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit,
