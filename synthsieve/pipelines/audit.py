@@ -99,13 +99,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     decoded = split.leaders | "Decode" >> DecodeImages(
         None if validate_only else spec, run_id, max_pixels=cfg.max_pixels,
         provenance=cfg.provenance)
-    if handler is None or cfg.dry_run:  # --backend none / --dry-run: read and decode only
-        scored = decoded["images"] | "Score" >> SkipScoring(run_id)
-    elif isinstance(handler, RemoteApiModelHandler):
-        scored = decoded["images"] | "Score" >> ScoreRemote(handler, run_id)
-    else:
-        scored = decoded["images"] | "Score" >> ScoreImages(
-            handler, spec, handler.backend_name, run_id)
+    scored = decoded["images"] | "Score" >> score_transform(
+        None if cfg.dry_run else handler, spec, run_id)
     leader_errors = (decoded["errors"], scored["errors"]) | "LeaderErrors" >> beam.Flatten()
     followers = {"followers": split[FOLLOWERS], "scores": scored["scores"],
                  "errors": leader_errors} | "Duplicates" >> ResolveFollowers(run_id)
@@ -223,6 +218,37 @@ def _counters(result: Any) -> dict[str, int]:
     return out
 
 
+Handler = OnnxImageModelHandler | RemoteApiModelHandler | None
+
+
+def score_transform(handler: Handler, spec: ModelSpec, run_id: str) -> beam.PTransform:
+    """(ImageInfo, payload) -> {'scores', 'errors'} for a backend's handler (None: no model)."""
+    if handler is None:  # --backend none / --dry-run: read and decode only
+        return SkipScoring(run_id)
+    if isinstance(handler, RemoteApiModelHandler):
+        return ScoreRemote(handler, run_id)
+    return ScoreImages(handler, spec, handler.backend_name, run_id)
+
+
+def make_handler(backend: str, spec: ModelSpec, batch_size: int, threads: int,
+                 api: ApiConfig | None, check_credentials: bool = True) -> Handler:
+    """The ModelHandler for --backend; None for `none`. Raises ValueError/ApiAuthError."""
+    if backend == "onnx":
+        return OnnxImageModelHandler(spec, batch_size=batch_size, intra_op_threads=threads)
+    if backend in BACKENDS:
+        if api is None:
+            raise ValueError(f"--backend {backend} needs an ApiConfig")
+        if check_credentials:
+            api.credentials()  # fail before starting when the key is missing
+        # Small batches: a thread waits for its batch's slowest answer, and at the end of a
+        # run big batches leave the limiter idle while the last ones drain (bench/api.py:
+        # 96% of the limit while sending at 16, 87% at 64).
+        return RemoteApiModelHandler(BACKENDS[backend], api, batch_size=batch_size)
+    if backend != "none":
+        raise ValueError(f"unknown backend {backend!r}")
+    return None
+
+
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
     spec = ModelSpec.load(cfg.model_dir)
@@ -233,24 +259,10 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
                                                   threads=8 if remote else None))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
-    handler: OnnxImageModelHandler | RemoteApiModelHandler | None = None
-    model_id = spec.model_id
-    if cfg.backend == "onnx":
-        handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
-                                        intra_op_threads=threads)
-    elif cfg.backend in BACKENDS:
-        if cfg.api is None:
-            raise ValueError(f"--backend {cfg.backend} needs an ApiConfig")
-        if not cfg.dry_run:
-            cfg.api.credentials()  # fail before starting when the key is missing
-        # Small batches: a thread waits for its batch's slowest answer, and at the end of a
-        # run big batches leave the limiter idle while the last ones drain (bench/api.py:
-        # 96% of the limit while sending at 16, 87% at 64).
-        handler = RemoteApiModelHandler(BACKENDS[cfg.backend], cfg.api,
-                                        batch_size=cfg.batch_size)
-        model_id = handler.model_name
-    elif cfg.backend != "none":
-        raise ValueError(f"unknown backend {cfg.backend!r}")
+    handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api,
+                           check_credentials=not cfg.dry_run)
+    model_id = handler.model_name if isinstance(handler, RemoteApiModelHandler) \
+        else spec.model_id
     backend_name = handler.backend_name if handler else "none"
     if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)

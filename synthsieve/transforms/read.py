@@ -127,19 +127,25 @@ class FetchImages(beam.PTransform):
     """ImageRef -> {'images': FetchedImage, 'errors': error rows}; one read per distinct URI."""
 
     def __init__(self, run_id: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                 http: HttpConfig | None = None):
+                 http: HttpConfig | None = None, same_uri_once: bool = True):
         super().__init__()
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self._run_id = run_id
+        # Grouping by URI waits for the window to close; a stream reads each ref at once.
+        self._same_uri_once = same_uri_once
         self._max_bytes = max_bytes
         self._http = (dataclasses.replace(http, max_bytes=max_bytes) if http
                       else HttpConfig(max_bytes=max_bytes))
 
     def expand(self, refs: beam.PCollection) -> dict[str, beam.PCollection]:
-        out = (refs
-               | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
-               | "SameUriOnce" >> beam.GroupByKey()
+        if self._same_uri_once:
+            grouped = (refs
+                       | "KeyByUri" >> beam.Map(lambda r: (r.uri, r))
+                       | "SameUriOnce" >> beam.GroupByKey())
+        else:
+            grouped = refs | "OneRefPerUri" >> beam.Map(lambda r: (r.uri, [r]))
+        out = (grouped
                | "Batch" >> beam.BatchElements(
                    min_batch_size=1, max_batch_size=max(1, self._http.concurrency * 2))
                | "ReadOrFetch" >> beam.ParDo(_FetchBatch(

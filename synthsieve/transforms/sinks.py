@@ -14,6 +14,7 @@ import hashlib
 import io
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import FixedWindows
 
 from synthsieve.filesystems import use_gcs_emulator_credentials
 
@@ -77,20 +79,26 @@ class _WriteShards(beam.DoFn):
     def _commit(self) -> None:
         rows, self._rows = self._rows, []
         self._since = time.monotonic()
-        if not rows:
-            return
-        ids = "\n".join(sorted(str(r.get("image_id")) for r in rows))
-        digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
-        name = shard_name(self._run_id, digest)
-        final = FileSystems.join(self._dir, name)
-        temp = FileSystems.join(self._dir, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=self._schema), buf, compression="zstd")
-        with FileSystems.create(temp) as fh:
-            fh.write(buf.getvalue())
-        # A retried bundle has the same rows, so the same name: the rename replaces it.
-        FileSystems.rename([temp], [final])
-        self._shards.inc()
+        if rows:
+            write_shard(self._dir, self._run_id, self._schema, rows)
+            self._shards.inc()
+
+
+def write_shard(directory: str, run_id: str, schema: pa.Schema,
+                rows: list[dict[str, Any]]) -> str:
+    """Writes rows as one Parquet shard: a temporary name, then a rename. Returns its path."""
+    ids = "\n".join(sorted(str(r.get("image_id")) for r in rows))
+    digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
+    name = shard_name(run_id, digest)
+    final = FileSystems.join(directory, name)
+    temp = FileSystems.join(directory, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf, compression="zstd")
+    with FileSystems.create(temp) as fh:
+        fh.write(buf.getvalue())
+    # A retried bundle has the same rows, so the same name: the rename replaces it.
+    FileSystems.rename([temp], [final])
+    return final
 
 
 class WriteTable(beam.PTransform):
@@ -108,3 +116,53 @@ class WriteTable(beam.PTransform):
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         return rows | "WriteShards" >> beam.ParDo(_WriteShards(
             self._dir, self._run_id, self._schema, self._commit_rows, self._commit_s))
+
+
+def window_dir(start: Any) -> str:
+    """`window=20261123T074000Z`: a Hive-style partition that DuckDB and Spark read."""
+    stamp = start.to_utc_datetime().strftime("%Y%m%dT%H%M%SZ")
+    return f"window={stamp}"
+
+
+class _WriteWindow(beam.DoFn):
+    def __init__(self, directory: str, run_id: str, schema: pa.Schema):
+        self._dir = directory
+        self._run_id = run_id
+        self._schema = schema
+        self._shards = Metrics.counter("synthsieve", "shards_written")
+
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
+
+    def process(self, keyed: tuple[int, Iterable[dict[str, Any]]],
+                window: Any = beam.DoFn.WindowParam) -> Iterable[str]:
+        rows = list(keyed[1])
+        if rows:
+            directory = FileSystems.join(self._dir, window_dir(window.start))
+            yield write_shard(directory, self._run_id, self._schema, rows)
+            self._shards.inc()
+
+
+class WriteWindowedTable(beam.PTransform):
+    """Streaming rows -> DIR/<table>/window=<start>/part-<run_id>-<digest>.parquet, one set of
+    files per fixed window, written when the window closes (the watermark passes its end)."""
+
+    def __init__(self, out_dir: str, table: str, schema: pa.Schema, run_id: str,
+                 window_s: float, shards: int = 4):
+        super().__init__()
+        self._dir = FileSystems.join(out_dir, table)
+        self._schema = schema
+        self._run_id = run_id
+        self._window_s = window_s
+        self._shards = shards
+
+    def expand(self, rows: beam.PCollection) -> beam.PCollection:
+        shards = self._shards
+        return (rows
+                | "Window" >> beam.WindowInto(FixedWindows(self._window_s))
+                | "ToShard" >> beam.Map(
+                    lambda r: (int(hashlib.sha256(str(r["image_id"]).encode()).hexdigest(), 16)
+                               % shards, r))
+                | "PerWindow" >> beam.GroupByKey()
+                | "WriteWindow" >> beam.ParDo(_WriteWindow(self._dir, self._run_id,
+                                                           self._schema)))

@@ -120,7 +120,7 @@ def _stringify(value: Any) -> str | None:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
-def _validate_uri(uri: str) -> str | None:
+def validate_uri(uri: str) -> str | None:
     """The reason a manifest URI is unusable, or None when it can be read."""
     if not uri.strip():
         return "empty uri"
@@ -177,7 +177,7 @@ class _ReadManifest(beam.DoFn):
         uri = _stringify(raw_uri) or ""
         raw_id = _stringify(row.get("id"))
         extra = {k: _stringify(v) for k, v in row.items() if k not in (uri_key, "id")}
-        problem = _validate_uri(uri)
+        problem = validate_uri(uri)
         if problem:
             image_id = raw_id or image_id_for(where)
             yield beam.pvalue.TaggedOutput(ERRORS, error_row(
