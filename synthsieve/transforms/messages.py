@@ -83,7 +83,8 @@ def parse_message(data: bytes, attrs: dict[str, str], message_id: str | None,
         return error_row(image_id=explicit_id or image_id_for(where), uri=where,
                          stage=STAGE_READ, error_type="invalid_uri", message=problem,
                          run_id=run_id)
-    return ImageRef(uri=text, image_id=explicit_id or image_id_for(text), extra=extra)
+    uri = text[len("file://"):] if text.startswith("file://") else text  # as in manifests
+    return ImageRef(uri=uri, image_id=explicit_id or image_id_for(uri), extra=extra)
 
 
 class _Parse(beam.DoFn):

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import FixedWindows
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
+from apache_beam.utils.timestamp import Duration
 
 from synthsieve.filesystems import use_gcs_emulator_credentials
 
@@ -159,7 +160,15 @@ class WriteWindowedTable(beam.PTransform):
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
         shards = self._shards
         return (rows
-                | "Window" >> beam.WindowInto(FixedWindows(self._window_s))
+                # BatchElements (reading, inference) emits at the end of the global window,
+                # so rows no longer carry their message's time: window them by when they
+                # were processed, which is also what "a file set per window" means here.
+                | "StampNow" >> beam.Map(lambda r: TimestampedValue(r, time.time()))
+                | "Window" >> beam.WindowInto(
+                    FixedWindows(self._window_s),
+                    # a row that reaches a closed window still gets written (another shard
+                    # in that window), never dropped
+                    allowed_lateness=Duration(seconds=int(self._window_s * 100)))
                 | "ToShard" >> beam.Map(
                     lambda r: (int(hashlib.sha256(str(r["image_id"]).encode()).hexdigest(), 16)
                                % shards, r))

@@ -1,0 +1,166 @@
+"""The streaming job: image references arrive on Pub/Sub, are scored as they come, flagged
+on a topic when AI-generated, and written as Parquet per fixed window.
+
+Delivery is at least once, end to end. Pub/Sub redelivers what the runner did not
+acknowledge, and a runner may process an element again after a failure; so a scores or
+errors row, a flag and a dead-letter message can each appear more than once for one image.
+Downstream, keep one row per `image_id` (the latest `processed_at`), and treat flags and
+dead letters as idempotent by their `image_id` attribute. On Dataflow the source
+acknowledges a message only after the pipeline has durably committed it. Beam's
+DirectRunner acknowledges as soon as it pulls, so stopping it loses the messages it had in
+flight in windows that had not closed yet: use it to develop, not to run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from synthsieve.filesystems import configure as configure_filesystems
+from synthsieve.filesystems import is_remote
+from synthsieve.inference.onnx_handler import default_intra_op_threads
+from synthsieve.inference.remote import ApiConfig, RemoteApiModelHandler
+from synthsieve.inference.spec import ModelSpec
+from synthsieve.models import DEFAULT_MODEL_DIR
+from synthsieve.pipelines.audit import (
+    make_handler,
+    new_run_id,
+    score_transform,
+    workers_per_machine,
+)
+from synthsieve.provenance import ProvenanceOptions
+from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
+from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.fetch_http import HttpConfig
+from synthsieve.transforms.messages import ParseMessages
+from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
+from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteWindowedTable
+
+log = logging.getLogger("synthsieve.stream")
+
+MAX_ATTRIBUTE_CHARS = 1024  # Pub/Sub's limit on an attribute value, in bytes
+
+
+@dataclass
+class StreamConfig:
+    subscription: str  # projects/P/subscriptions/S
+    out_dir: str
+    flag_topic: str | None = None  # projects/P/topics/T: one message per AI-generated image
+    dead_letter_topic: str | None = None  # projects/P/topics/T: one message per error row
+    window_s: float = 60.0
+    model_dir: str = str(DEFAULT_MODEL_DIR)
+    backend: str = "onnx"
+    api: ApiConfig | None = None
+    batch_size: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    intra_op_threads: int | None = None
+    http: HttpConfig | None = None
+    provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
+    run_id: str = field(default_factory=new_run_id)
+
+
+def _attr(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.encode()[:MAX_ATTRIBUTE_CHARS].decode("utf-8", "ignore")
+
+
+def flagged(row: dict[str, Any]) -> bool:
+    """Flag on the combined verdict, which is the pixel verdict when the file says nothing."""
+    return (row.get("evidence_verdict") or row.get("verdict")) == VERDICT_AI
+
+
+def flag_message(row: dict[str, Any]) -> PubsubMessage:
+    body = {k: row.get(k) for k in (
+        "image_id", "uri", "sha256", "ai_generated", "verdict", "evidence_verdict",
+        "verdict_reason", "source", "provenance_source", "model", "backend", "run_id")}
+    attributes = {"image_id": _attr(row["image_id"]), "uri": _attr(row["uri"]),
+                  "verdict": _attr(row.get("verdict")),
+                  "evidence_verdict": _attr(row.get("evidence_verdict")),
+                  "ai_generated": _attr(row.get("ai_generated"))}
+    return PubsubMessage(json.dumps(body).encode(), attributes)
+
+
+def dead_letter_message(row: dict[str, Any]) -> PubsubMessage:
+    body = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+    attributes = {k: _attr(row.get(k)) for k in ("image_id", "uri", "stage", "error_type")}
+    return PubsubMessage(json.dumps(body).encode(), attributes)
+
+
+def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: Any) -> None:
+    run_id = cfg.run_id
+    messages = p | "ReadPubSub" >> ReadFromPubSub(subscription=cfg.subscription,
+                                                  with_attributes=True)
+    parsed = messages | "Parse" >> ParseMessages(run_id)
+    read = parsed["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
+                                                  http=cfg.http, same_uri_once=False)
+    decoded = read["images"] | "Decode" >> DecodeImages(
+        None if handler is None or isinstance(handler, RemoteApiModelHandler) else spec,
+        run_id, max_pixels=cfg.max_pixels, provenance=cfg.provenance)
+    scored = decoded["images"] | "Score" >> score_transform(handler, spec, run_id)
+    scores = scored["scores"]
+    errors = ((parsed["errors"], read["errors"], decoded["errors"], scored["errors"])
+              | "AllErrors" >> beam.Flatten())
+    scores | "WriteScores" >> WriteWindowedTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA,
+                                                 run_id, cfg.window_s)
+    errors | "WriteErrors" >> WriteWindowedTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA,
+                                                 run_id, cfg.window_s)
+    if cfg.flag_topic:
+        (scores
+         | "Flagged" >> beam.Filter(flagged)
+         | "FlagMessage" >> beam.Map(flag_message)
+         | "PublishFlags" >> WriteToPubSub(cfg.flag_topic, with_attributes=True))
+    if cfg.dead_letter_topic:
+        (errors
+         | "DeadLetterMessage" >> beam.Map(dead_letter_message)
+         | "PublishDeadLetters" >> WriteToPubSub(cfg.dead_letter_topic, with_attributes=True))
+
+
+def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
+               stop: Callable[[], bool] | None = None,
+               run_for_s: float | None = None) -> dict[str, Any]:
+    """Runs until `stop()` is true, `run_for_s` has passed, the runner ends, or Ctrl-C."""
+    spec = ModelSpec.load(cfg.model_dir)
+    options = PipelineOptions(pipeline_args or [])
+    options.view_as(StandardOptions).streaming = True
+    configure_filesystems(options)
+    threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
+    handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api)
+    if not is_remote(cfg.out_dir):
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    log.info("stream %s: %s -> %s (window %ss, backend %s)", cfg.run_id, cfg.subscription,
+             cfg.out_dir, cfg.window_s, cfg.backend)
+    p = beam.Pipeline(options=options)
+    build_stream(p, cfg, spec, handler)
+    start = time.monotonic()
+    result = p.run()
+    reason = "stopped"
+    try:
+        while True:
+            state = str(result.state)
+            if state in ("DONE", "FAILED", "CANCELLED", "PipelineState.DONE",
+                         "PipelineState.FAILED", "PipelineState.CANCELLED"):
+                reason = f"runner {state}"
+                break
+            if stop is not None and stop():
+                break
+            if run_for_s is not None and time.monotonic() - start >= run_for_s:
+                reason = f"ran {run_for_s:g} s"
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        if "runner" not in reason:
+            result.cancel()
+    return {"run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
+            "ended": reason, "wall_s": round(time.monotonic() - start, 2)}

@@ -1,0 +1,152 @@
+"""The streaming job on the Pub/Sub emulator: references in, windowed Parquet, flags and
+dead letters out, each reference accounted for exactly once."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from servers import CLOUD_ENV
+
+from synthsieve.emulators.pubsub import PubSubEmulator
+from synthsieve.pipelines.stream import StreamConfig, run_stream
+from synthsieve.transforms.messages import parse_message
+from synthsieve.transforms.sources import image_id_for
+
+PROJECT = "test-project"
+
+
+def png_bytes(seed: int, params: str | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    info = PngInfo()
+    if params:
+        info.add_text("parameters", params)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
+        buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def read_rows(out: Path, table: str) -> list[dict]:
+    files = sorted((out / table).glob("window=*/part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
+
+
+def test_message_forms_become_the_same_refs_and_bad_ones_error_rows():
+    ref = parse_message(b"gs://b/x.jpg", {"caption": "a cat"}, "7", "r")
+    assert (ref.uri, ref.image_id) == ("gs://b/x.jpg", image_id_for("gs://b/x.jpg"))
+    assert ref.extra == {"pubsub_caption": "a cat", "pubsub_message_id": "7"}
+    assert parse_message(b"file:///data/x.png", {}, "8", "r").uri == "/data/x.png"
+    assert parse_message(b"https://h/x.png", {"image_id": "u1"}, "9", "r").image_id == "u1"
+    notification = parse_message(
+        json.dumps({"kind": "storage#object", "bucket": "up", "name": "a b.jpg",
+                    "generation": "12"}).encode(),
+        {"eventType": "OBJECT_FINALIZE", "bucketId": "up", "objectId": "a b.jpg",
+         "objectGeneration": "12", "payloadFormat": "JSON_API_V1"}, "10", "r")
+    assert notification.uri == "gs://up/a b.jpg"
+    assert notification.image_id == image_id_for("gs://up/a b.jpg#12")
+    assert parse_message(b"", {"eventType": "OBJECT_FINALIZE", "bucketId": "up",
+                               "objectId": "c.png"}, "11", "r").uri == "gs://up/c.png"
+    deleted = parse_message(b"", {"eventType": "OBJECT_DELETE", "bucketId": "up",
+                                  "objectId": "c.png"}, "12", "r")
+    assert (deleted["stage"], deleted["error_type"]) == ("read", "not_a_new_object")
+    for bad, why in ((b"hello", "invalid_uri"), (b"ftp://h/x", "invalid_uri"),
+                     (b"x" * 10000, "invalid_message"), (b"", "invalid_uri")):
+        row = parse_message(bad, {}, "13", "r")
+        assert row["error_type"] == why, bad[:20]
+
+
+@pytest.fixture()
+def pubsub(monkeypatch):
+    with PubSubEmulator() as emu:
+        for k, v in {**CLOUD_ENV, "PUBSUB_EMULATOR_HOST": emu.host}.items():
+            monkeypatch.setenv(k, v)
+        from google.cloud import pubsub_v1
+
+        pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        names = {}
+        for t in ("uploads", "flags", "dead"):
+            names[t] = pub.topic_path(PROJECT, t)
+            pub.create_topic(name=names[t])
+            names[f"{t}-sub"] = sub.subscription_path(PROJECT, f"{t}-sub")
+            sub.create_subscription(name=names[f"{t}-sub"], topic=names[t],
+                                    ack_deadline_seconds=60)
+        yield pub, sub, names
+        sub.close()
+
+
+def drain(sub, subscription: str) -> list:
+    got = []
+    while True:
+        batch = sub.pull(subscription=subscription, max_messages=100, timeout=5)
+        if not batch.received_messages:
+            return got
+        got += batch.received_messages
+        sub.acknowledge(subscription=subscription,
+                        ack_ids=[m.ack_id for m in batch.received_messages])
+
+
+def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
+        tmp_path, pubsub, tiny_model):
+    pub, sub, names = pubsub
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    messages: list[tuple[bytes, dict]] = []
+    expected_errors = set()
+    params = "a cat\nSteps: 20, Sampler: Euler, Model: sd_xl_base_1.0, Version: v1.9.4"
+    for i in range(500):
+        path = corpus / f"{i:03d}.png"
+        if i % 25 == 0:  # 20 files that are not images
+            path.write_bytes(b"not an image")
+            expected_errors.add(image_id_for(str(path)))
+        elif i % 25 == 1:  # 20 references to files that do not exist
+            expected_errors.add(image_id_for(str(path)))
+        elif i % 25 == 2:  # 20 messages that are no reference at all
+            messages.append((f"no uri {i}".encode(), {}))
+            expected_errors.add(image_id_for(f"no uri {i}"))
+            continue
+        else:  # generator parameters make every tenth image flagged whatever the pixels
+            path.write_bytes(png_bytes(i, params if i % 10 == 3 else None))
+        messages.append((f"file://{path}".encode(), {"n": str(i)}))
+    out = tmp_path / "out"
+    cfg = StreamConfig(subscription=names["uploads-sub"], out_dir=str(out),
+                       flag_topic=names["flags"], dead_letter_topic=names["dead"],
+                       window_s=2, model_dir=str(tiny_model))
+
+    def done() -> bool:
+        return len(read_rows(out, "scores")) + len(read_rows(out, "errors")) >= 500
+
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(
+        run_stream(cfg, [], stop=done, run_for_s=240)), daemon=True)
+    runner.start()
+    for data, attrs in messages:
+        pub.publish(names["uploads"], data, **attrs)
+    runner.join(300)
+    assert result.get("ended") == "stopped", result
+
+    scores, errors = read_rows(out, "scores"), read_rows(out, "errors")
+    ids = [r["image_id"] for r in scores + errors]
+    assert len(ids) == len(set(ids)) == 500, "every reference exactly once"
+    assert {r["image_id"] for r in errors} == expected_errors
+    assert {r["error_type"] for r in errors} == {"not_an_image", "not_found", "invalid_uri"}
+
+    flags = drain(sub, names["flags-sub"])
+    flagged = {r["image_id"] for r in scores if r["evidence_verdict"] == "ai_generated"}
+    assert len(flagged) >= 45
+    assert {m.message.attributes["image_id"] for m in flags} == flagged
+    body = json.loads(flags[0].message.data)
+    assert body["evidence_verdict"] == "ai_generated" and body["uri"]
+    dead = drain(sub, names["dead-sub"])
+    assert {m.message.attributes["image_id"] for m in dead} == expected_errors
+    assert all(m.message.attributes["stage"] for m in dead)
+    assert all(r["extra"] is None or "pubsub_message_id" in dict(r["extra"]) for r in scores)
