@@ -271,6 +271,79 @@ def _fetch_model_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--force", action="store_true", help="rebuild even if model.onnx is current")
 
 
+def _stream_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "stream",
+        help="score images as their references arrive on Pub/Sub; flag the AI-generated ones",
+        description=(
+            "Reads a Pub/Sub subscription whose messages carry an image URI (gs://, s3://, "
+            "file://, http(s)://) or are Cloud Storage OBJECT_FINALIZE notifications; scores "
+            "each image as it arrives; publishes one message per AI-generated image "
+            "(evidence_verdict) to --flag-topic and one per error row to "
+            "--dead-letter-topic; writes DIR/scores and DIR/errors as Parquet per fixed "
+            "window. Delivery is at least once: deduplicate downstream by image_id. "
+            "Honours PUBSUB_EMULATOR_HOST. Other --options go to Beam (--runner ...)."),
+    )
+    a.add_argument("--subscription", required=True, metavar="projects/P/subscriptions/S")
+    a.add_argument("--out", required=True, metavar="DIR")
+    a.add_argument("--flag-topic", default=None, metavar="projects/P/topics/T")
+    a.add_argument("--dead-letter-topic", default=None, metavar="projects/P/topics/T")
+    a.add_argument("--window", type=float, default=60.0, metavar="S",
+                   help="seconds per Parquet window (default 60)")
+    a.add_argument("--run-for", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: until Ctrl-C)")
+    a.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
+    a.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
+                   default="onnx")
+    a.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    a.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N")
+    a.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N")
+    a.add_argument("--run-id", default=None)
+    _http_arguments(a)
+    _api_arguments(a)
+    _provenance_arguments(a)
+
+
+def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+    from synthsieve.pipelines.stream import StreamConfig, run_stream
+
+    if args.dry_run or args.max_requests:
+        print("synthsieve stream: --dry-run and --max-requests are for audit", file=sys.stderr)
+        return 2
+    for name, value, kind in (("--subscription", args.subscription, "subscriptions"),
+                              ("--flag-topic", args.flag_topic, "topics"),
+                              ("--dead-letter-topic", args.dead_letter_topic, "topics")):
+        parts = (value or "").split("/")
+        if value and (len(parts) != 4 or parts[0] != "projects" or parts[2] != kind):
+            print(f"synthsieve stream: {name} must look like projects/P/{kind}/NAME",
+                  file=sys.stderr)
+            return 2
+    if args.window <= 0:
+        print("synthsieve stream: --window must be positive", file=sys.stderr)
+        return 2
+    try:
+        spec = ModelSpec.load(args.model)
+        provenance = _provenance_options(args)
+    except (ModelSpecError, OSError) as e:
+        print(f"synthsieve stream: {e}", file=sys.stderr)
+        return 2
+    if args.backend == "onnx" and not Path(spec.model_path).is_file():
+        print(f"synthsieve stream: {spec.model_path} is missing; run `synthsieve fetch-model`",
+              file=sys.stderr)
+        return 2
+    cfg = StreamConfig(
+        subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
+        dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
+        backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes, http=_http_config(args), provenance=provenance,
+        api=_api_config(args) if args.backend not in ("onnx", "none") else None)
+    if args.run_id:
+        cfg.run_id = args.run_id
+    print(json.dumps(run_stream(cfg, beam_args, run_for_s=args.run_for), indent=2))
+    return 0
+
+
 def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.pipelines.audit import AuditConfig, run_audit
@@ -407,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _audit_parser(sub)
+    _stream_parser(sub)
     _eval_parser(sub)
     _import_model_parser(sub)
     _emulate_parser(sub)
@@ -418,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
     if args.command == "audit":
         return _run_audit(args, rest)
+    if args.command == "stream":
+        return _run_stream(args, rest)
     if args.command == "eval":
         return _run_eval(args, rest)
     if rest:

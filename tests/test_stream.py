@@ -150,3 +150,23 @@ def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
     assert {m.message.attributes["image_id"] for m in dead} == expected_errors
     assert all(m.message.attributes["stage"] for m in dead)
     assert all(r["extra"] is None or "pubsub_message_id" in dict(r["extra"]) for r in scores)
+
+
+def test_stream_command_runs_for_a_while_and_writes_what_it_read(tmp_path, pubsub, tiny_model,
+                                                                 capsys):
+    from synthsieve.cli import main
+
+    pub, _, names = pubsub
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(png_bytes(100 + i))
+        pub.publish(names["uploads"], f"file://{path}".encode()).result(10)
+    pub.publish(names["uploads"], b"s3:///no-bucket.png").result(10)
+    out = tmp_path / "out"
+    assert main(["-q", "stream", "--subscription", names["uploads-sub"], "--out", str(out),
+                 "--window", "1", "--run-for", "12", "--model", str(tiny_model)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ended"] == "ran 12 s"
+    assert len(read_rows(out, "scores")) == 5
+    assert [r["error_type"] for r in read_rows(out, "errors")] == ["invalid_uri"]
+    assert main(["-q", "stream", "--subscription", "nope", "--out", str(out)]) == 2
