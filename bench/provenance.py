@@ -30,7 +30,7 @@ from audit_cpu import SHARED, images_of, synthetic_corpus  # noqa: E402
 from synthsieve.inference.spec import ModelSpec  # noqa: E402
 from synthsieve.models import DEFAULT_MODEL_DIR  # noqa: E402
 from synthsieve.pipelines.audit import AuditConfig, run_audit  # noqa: E402
-from synthsieve.provenance import ProvenanceOptions, ProvenanceReader, _texts  # noqa: E402
+from synthsieve.provenance import ProvenanceOptions, ProvenanceReader, texts_of  # noqa: E402
 from synthsieve.provenance.c2pa_manifest import C2paReader  # noqa: E402
 from synthsieve.provenance.exif import read_exif, user_comment  # noqa: E402
 from synthsieve.provenance.generation import read_generation  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> int:
         "xmp": per_image_ms(lambda x: read_xmp(packet_of(x[1].original)), decodable),
         "exif": per_image_ms(lambda x: read_exif(x[1].original), decodable),
         "generation_params": per_image_ms(lambda x: read_generation(
-            _texts(x[1].original), user_comment(x[1].original)), decodable),
+            texts_of(x[1].original), user_comment(x[1].original)), decodable),
         "watermark (images it runs on)": per_image_ms(read_watermark, rgbs)
         if rgbs else None,
         "all, as the audit runs it": per_image_ms(lambda x: reader.read(

@@ -24,6 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
@@ -146,10 +147,8 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     reason = "stopped"
     try:
         while True:
-            state = str(result.state)
-            if state in ("DONE", "FAILED", "CANCELLED", "PipelineState.DONE",
-                         "PipelineState.FAILED", "PipelineState.CANCELLED"):
-                reason = f"runner {state}"
+            if PipelineState.is_terminal(result.state):
+                reason = f"runner {result.state}"
                 break
             if stop is not None and stop():
                 break

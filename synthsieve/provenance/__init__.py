@@ -52,7 +52,7 @@ class ProvenanceReader:
             ("xmp", lambda: read_xmp(packet_of(img))),
             ("exif", lambda: read_exif(img)),
             ("generation_params", lambda: read_generation(
-                _texts(img), user_comment(img), self.options.keep_prompts)),
+                texts_of(img), user_comment(img), self.options.keep_prompts)),
         )
         for name, step in steps:
             try:
@@ -69,7 +69,7 @@ class ProvenanceReader:
         return columns, warnings
 
 
-def _texts(img: Image.Image) -> dict[str, str]:
+def texts_of(img: Image.Image) -> dict[str, str]:
     """Text chunks (PNG tEXt/zTXt/iTXt) and other string metadata Pillow keeps in info."""
     texts: dict[str, str] = {}
     for key, value in getattr(img, "text", {}).items():
