@@ -344,6 +344,43 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _scrub_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "scrub", help="act on an audit: kept and removed manifests, optional quarantine",
+        description=(
+            "Applies a policy (YAML; the documented default when --policy is omitted) to an "
+            "audit's tables: writes OUT/kept.jsonl and OUT/removed.jsonl (image_id, uri, the "
+            "input manifest's other columns, reason) and OUT/summary.json. It is a dry run "
+            "unless --apply: copy or move copies (moves) each removed object to "
+            "TO/<scheme>/<bucket>/<path> through Beam's FileSystems; re-running skips what "
+            "is already there. Nothing is deleted without --apply move."),
+    )
+    a.add_argument("audit_dir", metavar="AUDIT_DIR")
+    a.add_argument("--out", required=True, metavar="DIR")
+    a.add_argument("--policy", default=None, metavar="YAML")
+    a.add_argument("--apply", choices=("copy", "move"), default=None)
+    a.add_argument("--to", default=None, metavar="URI", help="the quarantine location")
+
+
+def _run_scrub(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.pipelines.scrub import Policy, PolicyError, ScrubConfig, run_scrub
+
+    try:
+        policy = Policy.from_yaml(Path(args.policy).read_text()) if args.policy else Policy()
+    except (OSError, PolicyError, TypeError) as e:
+        print(f"synthsieve scrub: --policy: {e}", file=sys.stderr)
+        return 2
+    cfg = ScrubConfig(audit_dir=args.audit_dir, out_dir=args.out, policy=policy,
+                      apply=args.apply, to=args.to)
+    try:
+        summary = run_scrub(cfg, beam_args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"synthsieve scrub: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["actions"].get("failed") else 0
+
+
 def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.pipelines.audit import AuditConfig, run_audit
@@ -481,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _audit_parser(sub)
     _stream_parser(sub)
+    _scrub_parser(sub)
     _eval_parser(sub)
     _import_model_parser(sub)
     _emulate_parser(sub)
@@ -494,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_audit(args, rest)
     if args.command == "stream":
         return _run_stream(args, rest)
+    if args.command == "scrub":
+        return _run_scrub(args, rest)
     if args.command == "eval":
         return _run_eval(args, rest)
     if rest:

@@ -204,7 +204,7 @@ def _auth_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _counters(result: Any) -> dict[str, int]:
+def pipeline_counters(result: Any) -> dict[str, int]:
     """Our Beam counters by name; {} where a runner does not report metrics."""
     try:
         found = result.metrics().query(MetricsFilter().with_namespace("synthsieve"))["counters"]
@@ -280,7 +280,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
             raise ApiAuthError(message) from None
         raise
     wall_s = time.monotonic() - start
-    counters = _counters(result)
+    counters = pipeline_counters(result)
     inputs = counters.get("inputs")
     if cfg.dry_run:
         return {"run_id": cfg.run_id, "dry_run": True, "backend": backend_name,
