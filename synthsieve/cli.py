@@ -381,6 +381,39 @@ def _run_scrub(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 1 if summary["actions"].get("failed") else 0
 
 
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "report", help="one HTML page (or JSON) summarising an audit, optionally against "
+                       "an earlier one",
+        description=(
+            "DuckDB over an audit's Parquet files: totals and inputs == scores + errors, "
+            "verdicts, the score histogram, generators named, provenance coverage, evidence "
+            "against pixels, errors by stage and type, prefixes and hosts by AI share; with "
+            "PREVIOUS_DIR, what changed verdict. Each image counts once (its latest row)."),
+    )
+    a.add_argument("audit_dir", metavar="AUDIT_DIR")
+    a.add_argument("previous_dir", nargs="?", default=None, metavar="PREVIOUS_DIR")
+    a.add_argument("--out", required=True, metavar="FILE")
+    a.add_argument("--format", choices=("html", "json"), default="html")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from synthsieve.reporting.audit_html import render
+    from synthsieve.reporting.audit_queries import audit_report
+
+    try:
+        report = audit_report(args.audit_dir, args.previous_dir)
+    except Exception as e:  # duckdb and filesystem errors alike: say which and stop
+        print(f"synthsieve report: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    text = (json.dumps(report, indent=2, default=str) if args.format == "json"
+            else render(report))
+    Path(args.out).write_text(text)
+    t = report["totals"]
+    print(f"{args.out}: {t['images']} images ({t['scores']} scored, {t['errors']} errors)")
+    return 0 if t["accounted_for"] else 1
+
+
 def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.pipelines.audit import AuditConfig, run_audit
@@ -519,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     _audit_parser(sub)
     _stream_parser(sub)
     _scrub_parser(sub)
+    _report_parser(sub)
     _eval_parser(sub)
     _import_model_parser(sub)
     _emulate_parser(sub)
@@ -542,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_import_model(args)
     if args.command == "emulate":
         return _run_emulate(args)
+    if args.command == "report":
+        return _run_report(args)
     return _run_fetch_model(args)
 
 

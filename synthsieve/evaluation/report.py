@@ -16,7 +16,7 @@ METRIC_COLUMNS = (
 )
 
 
-def _png(fig) -> str:
+def png_data_uri(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -45,7 +45,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right", fontsize=8)
-    out["roc"] = _png(fig)
+    out["roc"] = png_data_uri(fig)
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     bins = [b for b in report["reliability"] if b["n"]]
@@ -58,7 +58,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     ax.set(xlabel="mean score in bin", ylabel="share that is AI", title="Reliability",
            xlim=(0, 1), ylim=(-0.02, 1.02))
     ax.legend(loc="upper left", fontsize=8)
-    out["reliability"] = _png(fig)
+    out["reliability"] = png_data_uri(fig)
 
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     edges = np.linspace(0, 1, 21)
@@ -68,7 +68,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
         ax.axvline(t, c="k", ls="--", lw=1)
     ax.set(xlabel="ai_generated", ylabel="images", title="Scores by true class (as is)")
     ax.legend(fontsize=8)
-    out["histogram"] = _png(fig)
+    out["histogram"] = png_data_uri(fig)
     return out
 
 
