@@ -41,6 +41,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
         ax.bar([i * width for i in range(len(hist))], hist, width=width, align="edge",
                color="#4a7bd0", edgecolor="white")
         ax.set(xlabel="ai_generated", ylabel="images", title="Pixel scores", xlim=(0, 1))
+        ax.yaxis.get_major_locator().set_params(integer=True)
         out["histogram"] = png_data_uri(fig)
     sources = {**report.get("sources", {})}
     for k, v in report.get("provenance_sources", {}).items():
@@ -50,6 +51,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(items) + 1.2))
         ax.barh([k for k, _ in items], [v for _, v in items], color="#d07a4a")
         ax.set(xlabel="images", title="Generators named")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         out["sources"] = png_data_uri(fig)
     return out
 
