@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from corpus import encode, photo_like
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from synthsieve.cli import main
 
@@ -21,7 +24,13 @@ def _rows(out: Path, table: str) -> list[dict]:
 def test_identical_bytes_are_scored_once_but_every_input_gets_a_row(tmp_path, tiny_model):
     d = tmp_path / "imgs"
     d.mkdir()
-    same = encode(photo_like(80, 60, seed=5), "PNG")
+    # the copies carry generator text: a follower copies its leader's provenance too
+    buf = io.BytesIO()
+    info = PngInfo()
+    info.add_text("parameters", "a fox\nSteps: 20, Sampler: Euler, Model: flux1-dev")
+    Image.open(io.BytesIO(encode(photo_like(80, 60, seed=5), "PNG"))).save(
+        buf, "PNG", pnginfo=info)
+    same = buf.getvalue()
     for i in range(5):
         (d / f"copy{i}.png").write_bytes(same)
     (d / "other.png").write_bytes(encode(photo_like(80, 60, seed=6), "PNG"))
@@ -35,6 +44,9 @@ def test_identical_bytes_are_scored_once_but_every_input_gets_a_row(tmp_path, ti
                               "other.png"]
     copies = [scores[f"copy{i}.png"] for i in range(5)]
     assert len({r["ai_generated"] for r in copies}) == 1
+    for r in copies:
+        assert r["generation_params"]["tool"] == "a1111", r["uri"]
+        assert r["provenance_source"] == "flux" and r["evidence_verdict"] == "ai_generated"
     assert len({r["image_id"] for r in copies}) == 5
     assert sum(any("scored once" in w for w in r["warnings"]) for r in copies) == 4
     assert sorted(errors) == ["broken0.jpg", "broken1.jpg"]

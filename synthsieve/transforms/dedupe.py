@@ -23,9 +23,11 @@ from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_u
 
 FOLLOWERS = "followers"
 MAX_REMEMBERED = 250_000  # sha256 -> leader id entries kept per worker process
+# Everything that follows from the bytes alone: scores and the provenance read from them.
 _LEADER_COLUMNS = ("sha256", "bytes", "width", "height", "format", "ai_generated", "verdict",
                    "source", "source_score", "source_scores", "deepfake", "model", "backend",
-                   "warnings")
+                   "c2pa", "xmp", "exif", "generation_params", "watermark",
+                   "provenance_source", "evidence_verdict", "verdict_reason", "warnings")
 
 
 class Follower(NamedTuple):
