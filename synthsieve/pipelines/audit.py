@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+from synthsieve.elements import ERRORS
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
@@ -27,7 +28,7 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
-from synthsieve.transforms.dedupe import FOLLOWERS, ResolveFollowers, SplitDuplicates
+from synthsieve.transforms.dedupe import ERROR, SCORE, RecordLeaders, SplitDuplicates
 from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
@@ -93,7 +94,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(_CountInputs())
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
-        FOLLOWERS, main="leaders")
+        SplitDuplicates.FOLLOWER_SCORES, ERRORS, main="leaders")
     # No local model: decode only to validate (and to read provenance), not to preprocess.
     validate_only = handler is None or isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
     decoded = split.leaders | "Decode" >> DecodeImages(
@@ -101,24 +102,32 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
         provenance=cfg.provenance)
     scored = decoded["images"] | "Score" >> score_transform(
         None if cfg.dry_run else handler, spec, run_id)
-    leader_errors = (decoded["errors"], scored["errors"]) | "LeaderErrors" >> beam.Flatten()
-    followers = {"followers": split[FOLLOWERS], "scores": scored["scores"],
-                 "errors": leader_errors} | "Duplicates" >> ResolveFollowers(run_id)
-    scores = (scored["scores"], followers["scores"]) | "AllScores" >> beam.Flatten()
-    errors = (
-        (bad_rows, read["errors"], leader_errors, followers["errors"])
-        | "AllErrors" >> beam.Flatten()
-    )
+    # Leaders' rows are remembered for their duplicates, whose rows come out with them.
+    leader_scores = scored["scores"] | "RecordLeaderScores" >> beam.ParDo(
+        RecordLeaders(run_id, SCORE))
+    decode_errors = decoded["errors"] | "RecordDecodeErrors" >> beam.ParDo(
+        RecordLeaders(run_id, ERROR))
+    score_errors = scored["errors"] | "RecordScoreErrors" >> beam.ParDo(
+        RecordLeaders(run_id, ERROR))
     if cfg.dry_run:
         return
-    (scores
-     | "ScoresProgress" >> beam.ParDo(ReportProgress())
-     | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id,
-                                   commit_rows=cfg.commit_rows))
-    (errors
-     | "ErrorsProgress" >> beam.ParDo(ReportProgress())
-     | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id,
-                                   commit_rows=cfg.commit_rows))
+    # One writer per producer rather than a Flatten in front of one writer: the DirectRunner
+    # runs a Flatten of several producers as a stage of its own and holds its whole input in
+    # memory (bench/memory.py: peak memory grew with the corpus).
+    tables = (
+        (SCORES_DIR, SCORES_SCHEMA, {"Scores": leader_scores,
+                                     "DuplicateScores": split[SplitDuplicates.FOLLOWER_SCORES]}),
+        (ERRORS_DIR, ERRORS_SCHEMA, {"SourceErrors": bad_rows, "ReadErrors": read["errors"],
+                                     "DecodeErrors": decode_errors,
+                                     "ScoreErrors": score_errors,
+                                     "DuplicateErrors": split[ERRORS]}),
+    )
+    for table, schema, producers in tables:
+        for label, rows in producers.items():
+            (rows
+             | f"{label}Progress" >> beam.ParDo(ReportProgress())
+             | f"Write{label}" >> WriteTable(cfg.out_dir, table, schema, run_id,
+                                             commit_rows=cfg.commit_rows))
 
 
 def with_local_defaults(pipeline_args: list[str], threads: int | None = None) -> list[str]:

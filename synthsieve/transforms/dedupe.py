@@ -1,11 +1,18 @@
 """Identical bytes are scored once; every input still gets its own row.
 
 The first image with a given sha256 in a worker process is the leader and goes on to decode
-and scoring; later ones are followers and carry only their reference. Followers are joined
-with their leader's outcome by the leader's image_id and get a copy of its score (or of its
-error). Moving the bytes through a shuffle to find duplicates globally would hold the corpus
-in memory on the DirectRunner, so leaders are chosen per process: identical images read by
-two workers may each be scored once, never written twice.
+and scoring; later ones are followers and get a copy of the leader's outcome (its score and
+provenance, or its error). The copy is made in the same process, with no shuffle: the
+DirectRunner holds a shuffle's whole input in memory, and a join of every scored row with
+its followers made peak memory grow with the corpus.
+
+- a follower whose leader's row is known gets its row at once;
+- one whose leader is still being scored waits in memory, and the row is written when the
+  leader's row is recorded (by whichever thread records it);
+- one whose leader's row has been evicted from the bounded cache becomes a leader itself and
+  is scored again: that costs compute, never a row.
+Leaders are chosen per process, so identical images read by two workers may each be scored
+once; a leader and its followers go through the same fused stage, so through one process.
 """
 
 from __future__ import annotations
@@ -13,124 +20,142 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
-from synthsieve.schema import STAGE_INFERENCE, empty_score_row, error_row, now_utc
+from synthsieve.schema import empty_score_row, error_row, now_utc
 
-FOLLOWERS = "followers"
 MAX_REMEMBERED = 250_000  # sha256 -> leader id entries kept per worker process
+MAX_ROWS = 20_000  # leader outcomes kept per worker process for later followers
 # Everything that follows from the bytes alone: scores and the provenance read from them.
 _LEADER_COLUMNS = ("sha256", "bytes", "width", "height", "format", "ai_generated", "verdict",
                    "source", "source_score", "source_scores", "deepfake", "model", "backend",
                    "c2pa", "xmp", "exif", "generation_params", "watermark",
                    "provenance_source", "evidence_verdict", "verdict_reason", "warnings")
+SCORE, ERROR = "score", "error"
 
 
-class Follower(NamedTuple):
+@dataclass(frozen=True)
+class Follower:
     leader_id: str
     ref: ImageRef
     http_status: int | None
     robots_opt_out: bool | None
 
 
-class _Leaders:
-    """sha256 -> leader image_id, per run: a process can run several pipelines in turn, and
-    a leader from an earlier run has no row in this one to copy."""
+@dataclass
+class _RunState:
+    seen: OrderedDict[str, str] = field(default_factory=OrderedDict)  # sha256 -> leader id
+    outcomes: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
+        default_factory=OrderedDict)  # leader id -> (score | error, its columns)
+    in_flight: set[str] = field(default_factory=set)
+    waiting: dict[str, list[Follower]] = field(default_factory=dict)
+
+
+class _Rendezvous:
+    """Per process and run: a process can run several pipelines in turn."""
 
     lock = threading.Lock()
-    by_run: dict[str, OrderedDict[str, str]] = {}
+    by_run: dict[str, _RunState] = {}
+
+    @classmethod
+    def state(cls, run_id: str) -> _RunState:
+        if run_id not in cls.by_run:
+            # Keep the current run and at most one other (a pipeline still running).
+            for old in list(cls.by_run)[:-1]:
+                del cls.by_run[old]
+            cls.by_run[run_id] = _RunState()
+        return cls.by_run[run_id]
+
+
+def follower_row(f: Follower, kind: str, columns: dict[str, Any], run_id: str
+                 ) -> tuple[str, dict[str, Any]]:
+    """(score | error, the follower's own row) from its leader's outcome."""
+    if kind == SCORE:
+        row = empty_score_row()
+        row.update(columns)
+        row.update(image_id=f.ref.image_id, uri=f.ref.uri, extra=f.ref.extra,
+                   http_status=f.http_status, robots_opt_out=f.robots_opt_out,
+                   run_id=run_id, processed_at=now_utc(),
+                   warnings=[*(columns.get("warnings") or []),
+                             f"identical bytes to {f.leader_id}: scored once"])
+        return SCORE, row
+    return ERROR, error_row(
+        image_id=f.ref.image_id, uri=f.ref.uri, stage=columns["stage"],
+        error_type=columns["error_type"],
+        message=f"identical bytes to {f.leader_id}, which failed: {columns['message']}",
+        http_status=f.http_status, run_id=run_id)
 
 
 class SplitDuplicates(beam.DoFn):
-    """FetchedImage -> leaders (main) and Follower (tagged `followers`)."""
+    """FetchedImage -> leaders (main); rows of followers whose leader is already done
+    (tagged `follower_scores` and `errors`). Followers of leaders in flight wait."""
+
+    FOLLOWER_SCORES = "follower_scores"
 
     def __init__(self, run_id: str):
         self._run_id = run_id
         self._followers = Metrics.counter("synthsieve", "duplicate_bytes")
 
     def setup(self) -> None:
-        with _Leaders.lock:
-            if self._run_id not in _Leaders.by_run:
-                # Keep the current run and at most one other (a pipeline still running).
-                for old in list(_Leaders.by_run)[:-1]:
-                    del _Leaders.by_run[old]
-                _Leaders.by_run[self._run_id] = OrderedDict()
+        with _Rendezvous.lock:
+            _Rendezvous.state(self._run_id)
 
     def process(self, item: FetchedImage) -> Iterable[Any]:
-        with _Leaders.lock:
-            seen = _Leaders.by_run.setdefault(self._run_id, OrderedDict())
-            leader = seen.get(item.sha256)
-            if leader is None:
-                seen[item.sha256] = item.ref.image_id
-                if len(seen) > MAX_REMEMBERED:
-                    seen.popitem(last=False)
-            else:
-                seen.move_to_end(item.sha256)
-        if leader is None:
+        with _Rendezvous.lock:
+            state = _Rendezvous.state(self._run_id)
+            leader = state.seen.get(item.sha256)
+            outcome = state.outcomes.get(leader) if leader else None
+            follower = None
+            if leader is not None and (outcome is not None or leader in state.in_flight):
+                state.seen.move_to_end(item.sha256)
+                follower = Follower(leader, item.ref, item.http_status, item.robots_opt_out)
+                if outcome is None:
+                    state.waiting.setdefault(leader, []).append(follower)
+            else:  # new bytes, or a leader whose outcome was evicted: score these
+                state.seen[item.sha256] = item.ref.image_id
+                state.in_flight.add(item.ref.image_id)
+                if len(state.seen) > MAX_REMEMBERED:
+                    state.seen.popitem(last=False)
+        if follower is None:
             yield item
             return
         self._followers.inc()
-        yield beam.pvalue.TaggedOutput(FOLLOWERS, Follower(
-            leader, item.ref, item.http_status, item.robots_opt_out))
+        if outcome is not None:
+            kind, row = follower_row(follower, *outcome, self._run_id)
+            yield beam.pvalue.TaggedOutput(
+                self.FOLLOWER_SCORES if kind == SCORE else ERRORS, row)
 
 
-class _Resolve(beam.DoFn):
-    def __init__(self, run_id: str):
+class RecordLeaders(beam.DoFn):
+    """Leader rows pass through; each is remembered for later followers, and the rows of
+    followers that were waiting for it are emitted with it (same table)."""
+
+    def __init__(self, run_id: str, kind: str):
         self._run_id = run_id
+        self._kind = kind
 
-    def process(self, joined: tuple[str, dict[str, list]]) -> Iterable[Any]:
-        leader_id, parts = joined
-        followers = parts["followers"]
-        if not followers:
-            return
-        scores, errors = parts["scores"], parts["errors"]
-        for f in followers:
-            if scores:
-                row = empty_score_row()
-                row.update(scores[0])
-                row.update(image_id=f.ref.image_id, uri=f.ref.uri, extra=f.ref.extra,
-                           http_status=f.http_status, robots_opt_out=f.robots_opt_out,
-                           run_id=self._run_id, processed_at=now_utc(),
-                           warnings=[*(row["warnings"] or []),
-                                     f"identical bytes to {leader_id}: scored once"])
-                yield row
-            elif errors:
-                e = errors[0]
-                yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                    image_id=f.ref.image_id, uri=f.ref.uri, stage=e["stage"],
-                    error_type=e["error_type"],
-                    message=f"identical bytes to {leader_id}, which failed: {e['message']}",
-                    http_status=f.http_status, run_id=self._run_id))
-            else:  # the leader's row was lost: never let the follower vanish with it
-                yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                    image_id=f.ref.image_id, uri=f.ref.uri, stage=STAGE_INFERENCE,
-                    error_type="leader_missing",
-                    message=f"identical bytes to {leader_id}, which has no result",
-                    run_id=self._run_id))
+    def process(self, row: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        image_id = row["image_id"]
+        columns = self._columns(row)
+        waiting: list[Follower] = []
+        with _Rendezvous.lock:
+            state = _Rendezvous.state(self._run_id)
+            if image_id in state.in_flight:
+                state.in_flight.discard(image_id)
+                state.outcomes[image_id] = (self._kind, columns)
+                if len(state.outcomes) > MAX_ROWS:
+                    state.outcomes.popitem(last=False)
+                waiting = state.waiting.pop(image_id, [])
+        yield row
+        for f in waiting:
+            yield follower_row(f, self._kind, columns, self._run_id)[1]
 
-
-class ResolveFollowers(beam.PTransform):
-    """(followers, leader score rows, leader error rows) -> follower rows."""
-
-    def __init__(self, run_id: str):
-        super().__init__()
-        self._run_id = run_id
-
-    def expand(self, pcolls: dict[str, beam.PCollection]) -> dict[str, beam.PCollection]:
-        keyed = {
-            "followers": pcolls["followers"] | "FollowersByLeader" >> beam.Map(
-                lambda f: (f.leader_id, f)),
-            "scores": pcolls["scores"] | "ScoresById" >> beam.Map(
-                lambda r: (r["image_id"], {k: r[k] for k in _LEADER_COLUMNS})),
-            "errors": pcolls["errors"] | "ErrorsById" >> beam.Map(
-                lambda r: (r["image_id"], {k: r[k] for k in ("stage", "error_type",
-                                                              "message")})),
-        }
-        out = (keyed | "JoinLeaders" >> beam.CoGroupByKey()
-               | "FollowerRows" >> beam.ParDo(_Resolve(self._run_id)).with_outputs(
-                   ERRORS, main="scores"))
-        return {"scores": out.scores, "errors": out[ERRORS]}
+    def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self._kind == SCORE:
+            return {k: row.get(k) for k in _LEADER_COLUMNS}
+        return {k: row[k] for k in ("stage", "error_type", "message")}
