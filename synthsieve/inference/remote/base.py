@@ -99,7 +99,8 @@ class RateLimiter:
         self._sent: deque[float] = deque()
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Waits for a send slot; returns the time.monotonic() the send was counted at."""
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -112,7 +113,7 @@ class RateLimiter:
                     wait = max(wait, self._sent[-1] + self._gap - now)
                 if wait <= 0:
                     self._sent.append(now)
-                    return
+                    return now
                 await asyncio.sleep(wait)
 
 
