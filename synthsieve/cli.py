@@ -37,23 +37,7 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("sources", nargs="+", metavar="SOURCE")
     a.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: scores/, errors/ and summary.json go here")
-    a.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
-                   help="model directory with model.json (default: the bundled model)")
-    a.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                   help="images per inference batch (default 16)")
-    a.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N",
-                   help="images with more pixels become error rows (default 100,000,000)")
-    a.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
-                   help="files larger than this become error rows (default 64 MiB)")
-    a.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
-                   help="ONNX Runtime threads per worker (default: cores / direct workers)")
-    a.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
-    a.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
-                   default="onnx",
-                   help="onnx: score with the model (default); none: a metadata-only audit "
-                        "(read, decode, provenance; score columns null); hive (HIVE_API_KEY), nim "
-                        "(NVIDIA_API_KEY), sightengine (SIGHTENGINE_API_USER and "
-                        "SIGHTENGINE_API_SECRET): a vendor's detection API")
+    _scoring_arguments(a)
     a.add_argument("--commit-every", type=_positive_int, default=5000, metavar="N",
                    help="commit a Parquet shard every N rows per worker (default 5000), so a "
                         "run that dies keeps what it did and --resume does only the rest")
@@ -62,6 +46,49 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     _http_arguments(a)
     _api_arguments(a)
     _provenance_arguments(a)
+
+
+def _scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """What audit and stream share: the backend, the model and the per-image limits."""
+    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
+                   help="model directory with model.json (default: the bundled model)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
+                   help="images per inference batch (default 16)")
+    p.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N",
+                   help="images with more pixels become error rows (default 100,000,000)")
+    p.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
+                   help="files larger than this become error rows (default 64 MiB)")
+    p.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
+                   help="ONNX Runtime threads per worker (default: cores / direct workers)")
+    p.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
+    p.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
+                   default="onnx",
+                   help="onnx: score with the model (default); none: a metadata-only audit "
+                        "(read, decode, provenance; score columns null); hive (HIVE_API_KEY), nim "
+                        "(NVIDIA_API_KEY), sightengine (SIGHTENGINE_API_USER and "
+                        "SIGHTENGINE_API_SECRET): a vendor's detection API")
+
+
+def _model_and_provenance(command: str, args: argparse.Namespace):
+    """(ModelSpec, ProvenanceOptions | None), or None after printing why the job cannot
+    start (no model.json, no assembled model.onnx, unreadable trust anchors)."""
+    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+
+    try:
+        spec = ModelSpec.load(args.model)
+    except ModelSpecError as e:
+        print(f"synthsieve {command}: {e}", file=sys.stderr)
+        return None
+    try:
+        provenance = _provenance_options(args)
+    except OSError as e:
+        print(f"synthsieve {command}: --c2pa-trust-anchors: {e}", file=sys.stderr)
+        return None
+    if args.backend == "onnx" and not Path(spec.model_path).is_file():
+        print(f"synthsieve {command}: {spec.model_path} is missing. For the bundled model run "
+              "`synthsieve fetch-model` once after installing.", file=sys.stderr)
+        return None
+    return spec, provenance
 
 
 def _provenance_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,8 +147,11 @@ def _api_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _api_config(args: argparse.Namespace):
+    """The vendor backend's ApiConfig; None for the local backends."""
     from synthsieve.inference.remote import BACKENDS, ApiConfig
 
+    if args.backend not in BACKENDS:
+        return None
     backend = BACKENDS[args.backend]
     return ApiConfig(backend=args.backend, url=args.api_url or backend.default_url,
                      key_env=backend.key_env, rate_per_s=args.api_rate,
@@ -292,20 +322,13 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds per Parquet window (default 60)")
     a.add_argument("--run-for", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C)")
-    a.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
-    a.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
-                   default="onnx")
-    a.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
-    a.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N")
-    a.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N")
-    a.add_argument("--run-id", default=None)
+    _scoring_arguments(a)
     _http_arguments(a)
     _api_arguments(a)
     _provenance_arguments(a)
 
 
 def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.pipelines.stream import StreamConfig, run_stream
 
     if args.dry_run or args.max_requests:
@@ -322,22 +345,15 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.window <= 0:
         print("synthsieve stream: --window must be positive", file=sys.stderr)
         return 2
-    try:
-        spec = ModelSpec.load(args.model)
-        provenance = _provenance_options(args)
-    except (ModelSpecError, OSError) as e:
-        print(f"synthsieve stream: {e}", file=sys.stderr)
-        return 2
-    if args.backend == "onnx" and not Path(spec.model_path).is_file():
-        print(f"synthsieve stream: {spec.model_path} is missing; run `synthsieve fetch-model`",
-              file=sys.stderr)
+    loaded = _model_and_provenance("stream", args)
+    if loaded is None:
         return 2
     cfg = StreamConfig(
         subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
         backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
-        max_bytes=args.max_bytes, http=_http_config(args), provenance=provenance,
-        api=_api_config(args) if args.backend not in ("onnx", "none") else None)
+        max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
+        provenance=loaded[1], api=_api_config(args))
     if args.run_id:
         cfg.run_id = args.run_id
     print(json.dumps(run_stream(cfg, beam_args, run_for_s=args.run_for), indent=2))
@@ -415,7 +431,6 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.pipelines.audit import AuditConfig, run_audit
     from synthsieve.transforms.sources import SourceError, check_manifest, classify_source
 
@@ -424,26 +439,19 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
             kind, pattern = classify_source(s)
             if kind == "manifest" and "://" not in pattern and Path(pattern).is_file():
                 check_manifest(pattern)
-        spec = ModelSpec.load(args.model)
-    except (SourceError, ModelSpecError) as e:
+    except SourceError as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 2
-    try:
-        provenance = _provenance_options(args)
-    except OSError as e:
-        print(f"synthsieve audit: --c2pa-trust-anchors: {e}", file=sys.stderr)
+    loaded = _model_and_provenance("audit", args)
+    if loaded is None:
         return 2
-    if args.backend == "onnx" and not Path(spec.model_path).is_file():
-        print(f"synthsieve audit: {spec.model_path} is missing. For the bundled model run "
-              "`synthsieve fetch-model` once after installing.", file=sys.stderr)
-        return 2
+    provenance = loaded[1]
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
-        api=_api_config(args) if args.backend not in ("onnx", "none") else None,
-        dry_run=args.dry_run, provenance=provenance,
+        api=_api_config(args), dry_run=args.dry_run, provenance=provenance,
     )
     if args.dry_run and args.backend in ("onnx", "none"):
         print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
