@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.pipelines.audit import pipeline_counters
-from synthsieve.provenance.vocabulary import category
+from synthsieve.provenance.evidence import AI_EVIDENCE
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE
 from synthsieve.transforms.read import is_http
 from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR
@@ -33,7 +33,14 @@ from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR
 log = logging.getLogger("synthsieve.scrub")
 
 KEEP, REMOVE = "keep", "remove"
-EVIDENCE_RULES = ("c2pa_ai", "watermark", "generation_params", "xmp_ai")
+EVIDENCE_RULES = tuple(rule for rule, _ in AI_EVIDENCE)
+# What a removed line's `reason` says for each evidence rule.
+_REASONS = {
+    "c2pa_ai": lambda row, found: f"c2pa {row['c2pa']['validation_state']}: {found}",
+    "watermark": lambda row, found: f"{found} watermark",
+    "generation_params": lambda row, found: f"generation parameters from {found}",
+    "xmp_ai": lambda row, found: f"xmp digitalSourceType {found}",
+}
 
 
 class PolicyError(ValueError):
@@ -97,20 +104,10 @@ def decide(row: dict[str, Any], policy: Policy) -> tuple[str, str]:
     if "stage" in row:  # an errors row
         reason = f"not scored: {row['stage']}/{row['error_type']}"
         return (REMOVE if policy.errors == REMOVE else KEEP), reason
-    c2pa = row.get("c2pa") or {}
-    evidence = policy.remove_evidence
-    if "c2pa_ai" in evidence and c2pa.get("validation_state") in ("valid", "trusted") \
-            and category(c2pa.get("digital_source_type")) in ("ai", "ai_composite"):
-        return REMOVE, f"c2pa {c2pa['validation_state']}: {c2pa['digital_source_type']}"
-    mark = (row.get("watermark") or {}).get("scheme")
-    if "watermark" in evidence and mark not in (None, "none"):
-        return REMOVE, f"{mark} watermark"
-    tool = (row.get("generation_params") or {}).get("tool")
-    if "generation_params" in evidence and tool:
-        return REMOVE, f"generation parameters from {tool}"
-    xmp_type = (row.get("xmp") or {}).get("digital_source_type")
-    if "xmp_ai" in evidence and category(xmp_type) in ("ai", "ai_composite"):
-        return REMOVE, f"xmp digitalSourceType {xmp_type}"
+    for rule, found_in in AI_EVIDENCE:
+        found = found_in(row) if rule in policy.remove_evidence else None
+        if found:
+            return REMOVE, _REASONS[rule](row, found)
     for column in ("source", "provenance_source"):
         if row.get(column) and row[column] in policy.remove_sources:
             return REMOVE, f"{column} {row[column]}"

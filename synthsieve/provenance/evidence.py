@@ -56,7 +56,53 @@ def provenance_source(row: dict[str, Any]) -> str | None:
         return WATERMARK_SOURCE[mark["scheme"]]
     ai_type = category((c2pa.get("digital_source_type") if signed else None)
                        or xmp.get("digital_source_type"))
-    return SOURCE_OTHER if ai_type in ("ai", "ai_composite") else None
+    return SOURCE_OTHER if ai_type in AI_CATEGORIES else None
+
+
+AI_CATEGORIES = ("ai", "ai_composite")
+
+
+def signed_ai_source_type(row: dict[str, Any]) -> str | None:
+    """The digitalSourceType of a C2PA manifest that validates, when it says AI media."""
+    c2pa = row.get("c2pa") or {}
+    kind = c2pa.get("digital_source_type")
+    signed = c2pa.get("validation_state") in GOOD_SIGNATURE
+    return kind if signed and category(kind) in AI_CATEGORIES else None
+
+
+def watermark_scheme(row: dict[str, Any]) -> str | None:
+    scheme = (row.get("watermark") or {}).get("scheme")
+    return scheme if scheme in WATERMARK_SOURCE else None
+
+
+def generator_tool(row: dict[str, Any]) -> str | None:
+    return (row.get("generation_params") or {}).get("tool") or None
+
+
+def xmp_ai_source_type(row: dict[str, Any]) -> str | None:
+    kind = (row.get("xmp") or {}).get("digital_source_type")
+    return kind if category(kind) in AI_CATEGORIES else None
+
+
+# Evidence that an image is AI-made, strongest first: (name, what the row shows or None).
+# The combined verdict uses all of it; scrub policies name the rules they act on.
+AI_EVIDENCE = (
+    ("c2pa_ai", signed_ai_source_type),
+    ("watermark", watermark_scheme),
+    ("generation_params", generator_tool),
+    ("xmp_ai", xmp_ai_source_type),
+)
+
+
+def _describe(rule: str, found: str, row: dict[str, Any]) -> str:
+    if rule == "c2pa_ai":
+        return f"c2pa {row['c2pa']['validation_state']}: digitalSourceType {found}"
+    if rule == "watermark":
+        return f"{found} invisible watermark ({row['watermark'].get('bits_matched'):.2f} of bits)"
+    if rule == "generation_params":
+        model = row["generation_params"].get("model_name")
+        return f"generation parameters from {found}{f', model {model}' if model else ''}"
+    return f"xmp digitalSourceType {found}"
 
 
 def _pixels(row: dict[str, Any]) -> str:
@@ -69,22 +115,13 @@ def _pixels(row: dict[str, Any]) -> str:
 def evidence_verdict(row: dict[str, Any]) -> tuple[str, str]:
     """(evidence_verdict, verdict_reason) for a scores row with its provenance columns."""
     c2pa = row.get("c2pa") or {}
-    gen = row.get("generation_params") or {}
-    xmp = row.get("xmp") or {}
-    mark = row.get("watermark") or {}
     state = c2pa.get("validation_state")
     c2pa_type = c2pa.get("digital_source_type")
     pixels = _pixels(row)
-    if state in GOOD_SIGNATURE and category(c2pa_type) in ("ai", "ai_composite"):
-        return VERDICT_AI, f"c2pa {state}: digitalSourceType {c2pa_type}; {pixels}"
-    if mark.get("scheme") in WATERMARK_SOURCE:
-        return VERDICT_AI, (f"{mark['scheme']} invisible watermark "
-                            f"({mark.get('bits_matched'):.2f} of bits); {pixels}")
-    if gen.get("tool"):
-        model = f", model {gen['model_name']}" if gen.get("model_name") else ""
-        return VERDICT_AI, f"generation parameters from {gen['tool']}{model}; {pixels}"
-    if category(xmp.get("digital_source_type")) in ("ai", "ai_composite"):
-        return VERDICT_AI, f"xmp digitalSourceType {xmp['digital_source_type']}; {pixels}"
+    for rule, found_in in AI_EVIDENCE:
+        found = found_in(row)
+        if found:
+            return VERDICT_AI, f"{_describe(rule, found, row)}; {pixels}"
     named = row.get("provenance_source")
     if named:
         return VERDICT_AI, f"metadata names the generator {named}; {pixels}"
