@@ -93,8 +93,6 @@ def main() -> int:
             decodable.append((data, decoded))
         except Exception:
             continue
-    full = [(d, decode_image(d, (spec.width, spec.height), 10**8, full_size=True))
-            for d, _ in decodable]
     rgbs = [np.asarray(dec.stored_pixels) for _, dec in decodable
             if dec.stored_pixels is not None]
 
@@ -125,7 +123,6 @@ def main() -> int:
         theirs = per_image_ms(pkg, rgbs[:40], repeat=1)
         result["watermark_package_decoder_ms"] = round(theirs, 2)
         result["watermark_vectorised_ms"] = round(ours, 2)
-    del full
     runs = [("none", False), ("none", True)]
     if args.model_runs:
         runs += [("onnx", False), ("onnx", True)]

@@ -176,10 +176,9 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int,
                    full_size=original.size == (width, height))
 
 
-def prepare(data: bytes, spec: ModelSpec, max_pixels: int,
-            full_size: bool = False) -> tuple[Decoded, np.ndarray]:
+def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.ndarray]:
     """Decode and preprocess to the model's HWC uint8 input."""
-    decoded = decode_image(data, (spec.width, spec.height), max_pixels, full_size)
+    decoded = decode_image(data, (spec.width, spec.height), max_pixels)
     try:
         pixels = spec.to_uint8(decoded.image)
     except Exception as e:
