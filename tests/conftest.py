@@ -73,3 +73,16 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "SOURCES.csv").is_file():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def pubsub_emulator(monkeypatch):
+    """Our Pub/Sub emulator on 127.0.0.1, reached as Google's is: PUBSUB_EMULATOR_HOST."""
+    from servers import CLOUD_ENV
+
+    from synthsieve.emulators.pubsub import PubSubEmulator
+
+    with PubSubEmulator() as emu:
+        for k, v in {**CLOUD_ENV, "PUBSUB_EMULATOR_HOST": emu.host}.items():
+            monkeypatch.setenv(k, v)
+        yield emu

@@ -27,6 +27,18 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+def noise_png(seed: int, params: str | None = None, side: int = 40) -> bytes:
+    """A small random PNG; with `params`, an A1111 `parameters` text chunk saying a
+    generator made it."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if params:
+        info.add_text("parameters", params)
+    pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "PNG", pnginfo=info)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height but carries one tiny IDAT: a pixel-bomb header."""
     def chunk(kind: bytes, data: bytes) -> bytes:

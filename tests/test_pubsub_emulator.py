@@ -14,21 +14,16 @@ import pytest
 from google.api_core import exceptions
 from servers import CLOUD_ENV, free_port, running
 
-from synthsieve.emulators.pubsub import PubSubEmulator
-
 
 @pytest.fixture()
-def clients(monkeypatch):
-    with PubSubEmulator() as emu:
-        for k, v in {**CLOUD_ENV, "PUBSUB_EMULATOR_HOST": emu.host}.items():
-            monkeypatch.setenv(k, v)
-        from google.cloud import pubsub_v1
+def clients(pubsub_emulator):
+    from google.cloud import pubsub_v1
 
-        pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-        topic, subscription = pub.topic_path("p", "uploads"), sub.subscription_path("p", "s")
-        pub.create_topic(name=topic)
-        yield emu, pub, sub, topic, subscription
-        sub.close()
+    pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic, subscription = pub.topic_path("p", "uploads"), sub.subscription_path("p", "s")
+    pub.create_topic(name=topic)
+    yield pubsub_emulator, pub, sub, topic, subscription
+    sub.close()
 
 
 def pull_all(sub, subscription, want: int, timeout: float = 20.0) -> list:

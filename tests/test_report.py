@@ -3,7 +3,6 @@ page that headless Chromium renders without console errors, showing the totals."
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -11,22 +10,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from corpus import noise_png
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from synthsieve.cli import main
 
 PARAMS = "a cat\nSteps: 20, Sampler: Euler, Model: flux1-dev, Version: v1.9.4"
-
-
-def png(seed: int, params: str | None = None) -> bytes:
-    info = PngInfo()
-    if params:
-        info.add_text("parameters", params)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)
-                    ).save(buf, "PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +24,12 @@ def audits(tmp_path_factory, tiny_model):
     corpus = root / "corpus"
     corpus.mkdir()
     for i in range(6):
-        (corpus / f"img{i}.png").write_bytes(png(i, PARAMS if i < 2 else None))
+        (corpus / f"img{i}.png").write_bytes(noise_png(i, PARAMS if i < 2 else None))
     (corpus / "notes.txt").write_text("not an image")
     before = root / "before"
     assert main(["-q", "audit", str(corpus), "--out", str(before), "--model",
                  str(tiny_model)]) == 0
-    (corpus / "img5.png").write_bytes(png(5, PARAMS))  # now says it was generated
+    (corpus / "img5.png").write_bytes(noise_png(5, PARAMS))  # now says it was generated
     after = root / "after"
     assert main(["-q", "audit", str(corpus), "--out", str(after), "--model",
                  str(tiny_model)]) == 0

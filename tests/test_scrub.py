@@ -3,14 +3,11 @@ copies or moves the removed objects to quarantine, on local files and on S3 (mot
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
+from corpus import noise_png
 from servers import CLOUD_ENV, s3_server
 
 from synthsieve.cli import main
@@ -19,19 +16,9 @@ from synthsieve.pipelines.scrub import Policy, PolicyError, decide, quarantine_p
 PARAMS = "a cat\nSteps: 20, Sampler: Euler, Model: sd_xl_base_1.0, Version: v1.9.4"
 
 
-def png(seed: int, params: str | None = None) -> bytes:
-    info = PngInfo()
-    if params:
-        info.add_text("parameters", params)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)
-                    ).save(buf, "PNG", pnginfo=info)
-    return buf.getvalue()
-
-
 def corpus_files() -> dict[str, bytes]:
-    files = {f"gen{i}.png": png(i, PARAMS) for i in range(3)}
-    files.update({f"plain{i}.png": png(10 + i) for i in range(4)})
+    files = {f"gen{i}.png": noise_png(i, PARAMS) for i in range(3)}
+    files.update({f"plain{i}.png": noise_png(10 + i) for i in range(4)})
     files["broken.png"] = b"\x89PNG\r\n\x1a\n broken"
     return files
 

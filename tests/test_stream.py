@@ -3,36 +3,20 @@ dead letters out, each reference accounted for exactly once."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
-from servers import CLOUD_ENV
+from corpus import noise_png
 
-from synthsieve.emulators.pubsub import PubSubEmulator
 from synthsieve.pipelines.stream import StreamConfig, run_stream
 from synthsieve.transforms.messages import parse_message
 from synthsieve.transforms.sources import image_id_for
 
 PROJECT = "test-project"
-
-
-def png_bytes(seed: int, params: str | None = None) -> bytes:
-    rng = np.random.default_rng(seed)
-    info = PngInfo()
-    if params:
-        info.add_text("parameters", params)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
-        buf, "PNG", pnginfo=info)
-    return buf.getvalue()
 
 
 def read_rows(out: Path, table: str) -> list[dict]:
@@ -65,22 +49,19 @@ def test_message_forms_become_the_same_refs_and_bad_ones_error_rows():
 
 
 @pytest.fixture()
-def pubsub(monkeypatch):
-    with PubSubEmulator() as emu:
-        for k, v in {**CLOUD_ENV, "PUBSUB_EMULATOR_HOST": emu.host}.items():
-            monkeypatch.setenv(k, v)
-        from google.cloud import pubsub_v1
+def pubsub(pubsub_emulator):
+    from google.cloud import pubsub_v1
 
-        pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-        names = {}
-        for t in ("uploads", "flags", "dead"):
-            names[t] = pub.topic_path(PROJECT, t)
-            pub.create_topic(name=names[t])
-            names[f"{t}-sub"] = sub.subscription_path(PROJECT, f"{t}-sub")
-            sub.create_subscription(name=names[f"{t}-sub"], topic=names[t],
-                                    ack_deadline_seconds=60)
-        yield pub, sub, names
-        sub.close()
+    pub, sub = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    names = {}
+    for t in ("uploads", "flags", "dead"):
+        names[t] = pub.topic_path(PROJECT, t)
+        pub.create_topic(name=names[t])
+        names[f"{t}-sub"] = sub.subscription_path(PROJECT, f"{t}-sub")
+        sub.create_subscription(name=names[f"{t}-sub"], topic=names[t],
+                                ack_deadline_seconds=60)
+    yield pub, sub, names
+    sub.close()
 
 
 def drain(sub, subscription: str) -> list:
@@ -114,7 +95,7 @@ def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
             expected_errors.add(image_id_for(f"no uri {i}"))
             continue
         else:  # generator parameters make every tenth image flagged whatever the pixels
-            path.write_bytes(png_bytes(i, params if i % 10 == 3 else None))
+            path.write_bytes(noise_png(i, params if i % 10 == 3 else None, side=48))
         messages.append((f"file://{path}".encode(), {"n": str(i)}))
     out = tmp_path / "out"
     cfg = StreamConfig(subscription=names["uploads-sub"], out_dir=str(out),
@@ -158,7 +139,7 @@ def test_stream_command_runs_for_a_while_and_writes_what_it_read(tmp_path, pubsu
     pub, _, names = pubsub
     for i in range(5):
         path = tmp_path / f"{i}.png"
-        path.write_bytes(png_bytes(100 + i))
+        path.write_bytes(noise_png(100 + i, side=48))
         pub.publish(names["uploads"], f"file://{path}".encode()).result(10)
     pub.publish(names["uploads"], b"s3:///no-bucket.png").result(10)
     out = tmp_path / "out"
@@ -182,7 +163,7 @@ def test_a_restart_loses_nothing_published_while_the_job_was_down(tmp_path, pubs
     refs = []
     for i in range(120):
         path = corpus / f"{i:03d}.png"
-        path.write_bytes(png_bytes(200 + i))
+        path.write_bytes(noise_png(200 + i, side=48))
         refs.append(f"file://{path}".encode())
     out = tmp_path / "out"
 
