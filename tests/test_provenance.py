@@ -28,7 +28,7 @@ from synthsieve.provenance.c2pa_manifest import C2paReader
 from synthsieve.provenance.evidence import evidence_verdict, provenance_source
 from synthsieve.provenance.generation import read_generation
 from synthsieve.provenance.taxonomy import RULES, source_from_name
-from synthsieve.provenance.vocabulary import CATEGORIES, source_type_code
+from synthsieve.provenance.vocabulary import CATEGORIES, IPTC_PREFIX, source_type_code
 from synthsieve.provenance.watermark import (
     SCHEMES,
     block_scores,
@@ -40,7 +40,7 @@ from synthsieve.provenance.xmp import read_xmp
 from synthsieve.schema import SOURCE_SET
 from synthsieve.transforms.decode import decode_image
 
-IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+IPTC = IPTC_PREFIX
 
 
 def pixels(w: int = 400, h: int = 300, seed: int = 0) -> np.ndarray:
