@@ -9,6 +9,7 @@ images, in this process: its images/s is what the machine can score at all.
 
     .venv/bin/python bench/stream.py                      # 20 images/s for 60 s, window 10 s
     .venv/bin/python bench/stream.py --rate 10 --seconds 60
+    .venv/bin/python bench/stream.py --rate 6 --seconds 40 --no-ack-after-commit
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--distinct", type=int, default=200,
                     help="distinct image files (references cycle over them)")
+    ap.add_argument("--no-ack-after-commit", dest="ack_after_commit", action="store_false",
+                    help="let the DirectRunner acknowledge on pull (the relay's cost)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="synthsieve-stream-bench-"))
@@ -105,7 +108,8 @@ def main() -> int:
                                 ack_ids=[m.ack_id for m in got.received_messages])
 
     cfg = StreamConfig(subscription=subs["uploads"], out_dir=str(tmp / "stream"),
-                       flag_topic=topics["flags"], window_s=args.window)
+                       flag_topic=topics["flags"], window_s=args.window,
+                       ack_after_commit=args.ack_after_commit)
     runner = threading.Thread(target=run_stream, args=(cfg, []), kwargs={
         "stop": lambda: len(flagged) >= total or stop.is_set(),
         "run_for_s": args.seconds * 4 + 120}, daemon=True)
@@ -139,6 +143,7 @@ def main() -> int:
         "flags_per_s_overall": round(len(lat) / (max(flagged.values()) - start), 2)
         if flagged else None,
         "batch_audit_images_per_s": round(batch_rate, 2),
+        "acknowledged_after_commit": args.ack_after_commit,
     }
     result["stream_over_batch"] = round(result["flags_per_s_overall"] / batch_rate, 3) \
         if flagged else None

@@ -311,8 +311,10 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
             "each image as it arrives; publishes one message per AI-generated image "
             "(evidence_verdict) to --flag-topic and one per error row to "
             "--dead-letter-topic; writes DIR/scores and DIR/errors as Parquet per fixed "
-            "window. Delivery is at least once: deduplicate downstream by image_id. "
-            "Honours PUBSUB_EMULATOR_HOST. Other --options go to Beam (--runner ...)."),
+            "window. Delivery is at least once: a message is acknowledged after its row is "
+            "written, so deduplicate downstream by image_id. Ctrl-C or SIGTERM stops "
+            "pulling and waits for what is in flight. Honours PUBSUB_EMULATOR_HOST. Other "
+            "--options go to Beam (--runner ...)."),
     )
     a.add_argument("--subscription", required=True, metavar="projects/P/subscriptions/S")
     a.add_argument("--out", required=True, metavar="DIR")
@@ -321,7 +323,14 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--window", type=float, default=60.0, metavar="S",
                    help="seconds per Parquet window (default 60)")
     a.add_argument("--run-for", type=float, default=None, metavar="S",
-                   help="stop after S seconds (default: until Ctrl-C)")
+                   help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
+    a.add_argument("--lease", type=float, default=30.0, metavar="S",
+                   help="DirectRunner: how long a pulled message stays leased between "
+                        "renewals; after a crash it is delivered again within S (default 30)")
+    a.add_argument("--no-ack-after-commit", dest="ack_after_commit", action="store_false",
+                   default=None,
+                   help="DirectRunner: let the runner acknowledge on pull (faster, loses "
+                        "what is in flight when the job stops)")
     _scoring_arguments(a)
     _http_arguments(a)
     _api_arguments(a)
@@ -342,8 +351,9 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
             print(f"synthsieve stream: {name} must look like projects/P/{kind}/NAME",
                   file=sys.stderr)
             return 2
-    if args.window <= 0:
-        print("synthsieve stream: --window must be positive", file=sys.stderr)
+    if args.window <= 0 or not 10 <= args.lease <= 600:
+        print("synthsieve stream: --window must be positive and --lease within 10..600 s "
+              "(Pub/Sub's range)", file=sys.stderr)
         return 2
     loaded = _model_and_provenance("stream", args)
     if loaded is None:
@@ -353,7 +363,8 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
         backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
-        provenance=loaded[1], api=_api_config(args))
+        provenance=loaded[1], api=_api_config(args), lease_s=args.lease,
+        ack_after_commit=args.ack_after_commit)
     if args.run_id:
         cfg.run_id = args.run_id
     print(json.dumps(run_stream(cfg, beam_args, run_for_s=args.run_for), indent=2))

@@ -1,20 +1,24 @@
 """The streaming job: image references arrive on Pub/Sub, are scored as they come, flagged
 on a topic when AI-generated, and written as Parquet per fixed window.
 
-Delivery is at least once, end to end. Pub/Sub redelivers what the runner did not
-acknowledge, and a runner may process an element again after a failure; so a scores or
-errors row, a flag and a dead-letter message can each appear more than once for one image.
-Downstream, keep one row per `image_id` (the latest `processed_at`), and treat flags and
-dead letters as idempotent by their `image_id` attribute. On Dataflow the source
-acknowledges a message only after the pipeline has durably committed it. Beam's
-DirectRunner acknowledges as soon as it pulls, so stopping it loses the messages it had in
-flight in windows that had not closed yet: use it to develop, not to run.
+Delivery is at least once, end to end: a message is acknowledged only after the row it
+became has been written, so a scores or errors row, a flag and a dead-letter message can
+each appear more than once for one image (after a crash, or a lease that ran out), never
+zero times. Downstream, keep one row per `image_id` (the latest `processed_at`), and treat
+flags and dead letters as idempotent by their `image_id` attribute.
+
+Who acknowledges: on Dataflow, its Pub/Sub source, after the runner's commit. On the
+in-process DirectRunner, whose own source acknowledges on pull, the relay in
+pipelines/relay.py does it after the windowed writer's commit; a stop (Ctrl-C, SIGTERM,
+`--run-for`) stops pulling and waits for what is in flight to be written first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.runner import PipelineState
 
 from synthsieve.filesystems import configure as configure_filesystems
@@ -38,6 +43,7 @@ from synthsieve.pipelines.audit import (
     score_transform,
     workers_per_machine,
 )
+from synthsieve.pipelines.relay import AckAfterCommitRelay
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
@@ -68,6 +74,14 @@ class StreamConfig:
     http: HttpConfig | None = None
     provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
     run_id: str = field(default_factory=new_run_id)
+    # None: on when the runner runs in this process (the DirectRunner), see relay.py
+    ack_after_commit: bool | None = None
+    lease_s: float = 30.0  # how long a pulled, unwritten message stays ours between renewals
+
+    @property
+    def drain_s(self) -> float:
+        """How long a stop waits for in-flight messages: two windows and then some."""
+        return 2 * self.window_s + 30.0
 
 
 def _attr(value: Any) -> str:
@@ -97,9 +111,11 @@ def dead_letter_message(row: dict[str, Any]) -> PubsubMessage:
     return PubsubMessage(json.dumps(body).encode(), attributes)
 
 
-def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: Any) -> None:
+def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: Any,
+                 subscription: str | None = None) -> None:
+    """`subscription`: what to read, when not cfg.subscription itself (the relay's)."""
     run_id = cfg.run_id
-    messages = p | "ReadPubSub" >> ReadFromPubSub(subscription=cfg.subscription,
+    messages = p | "ReadPubSub" >> ReadFromPubSub(subscription=subscription or cfg.subscription,
                                                   with_attributes=True)
     parsed = messages | "Parse" >> ParseMessages(run_id)
     read = parsed["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
@@ -126,10 +142,38 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: 
          | "PublishDeadLetters" >> WriteToPubSub(cfg.dead_letter_topic, with_attributes=True))
 
 
+IN_PROCESS_RUNNERS = (None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+def in_process_runner(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner
+    return (runner if isinstance(runner, str) or runner is None
+            else type(runner).__name__) in IN_PROCESS_RUNNERS
+
+
+class _Stop:
+    """Turns SIGTERM into a graceful stop, as Ctrl-C already is (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM,
+                                           lambda *_: self.requested.set())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                stop: Callable[[], bool] | None = None,
                run_for_s: float | None = None) -> dict[str, Any]:
-    """Runs until `stop()` is true, `run_for_s` has passed, the runner ends, or Ctrl-C."""
+    """Runs until `stop()` is true, `run_for_s` has passed, the runner ends, SIGTERM or
+    Ctrl-C. With acknowledge-after-commit, a stop first drains what is in flight."""
     spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(pipeline_args or [])
     options.view_as(StandardOptions).streaming = True
@@ -138,28 +182,63 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api)
     if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    log.info("stream %s: %s -> %s (window %ss, backend %s)", cfg.run_id, cfg.subscription,
-             cfg.out_dir, cfg.window_s, cfg.backend)
-    p = beam.Pipeline(options=options)
-    build_stream(p, cfg, spec, handler)
+    in_process = in_process_runner(options)
+    relayed = in_process if cfg.ack_after_commit is None else cfg.ack_after_commit
+    if relayed and not in_process:
+        raise ValueError("acknowledge-after-commit needs an in-process runner "
+                         "(the DirectRunner); Dataflow's source does it by itself")
+    log.info("stream %s: %s -> %s (window %ss, backend %s, %s)", cfg.run_id,
+             cfg.subscription, cfg.out_dir, cfg.window_s, cfg.backend,
+             "acknowledged after commit" if relayed else "acknowledged by the runner")
+    # The DirectRunner would first try Prism, which downloads its binary: no network at
+    # run time, and a streaming Pub/Sub job ends up on the bundle-based runner anyway.
+    p = beam.Pipeline(runner=BundleBasedDirectRunner() if in_process else None,
+                      options=options)
     start = time.monotonic()
-    result = p.run()
-    reason = "stopped"
+    reason, drained = "stopped", None
+    relay = (AckAfterCommitRelay(cfg.subscription, cfg.run_id, lease_s=cfg.lease_s)
+             if relayed else None)
+    with _Stop() as signalled:
+        if relay is not None:
+            relay.__enter__()
+        try:
+            build_stream(p, cfg, spec, handler,
+                         relay.relay_subscription if relay is not None else None)
+            result = p.run()
+            reason = _wait(result, stop, run_for_s, start, signalled.requested)
+            if relay is not None and "runner" not in reason:
+                relay.stop_pulling()
+                drained = relay.wait_drained(
+                    cfg.drain_s, lambda: PipelineState.is_terminal(result.state))
+                if not drained:
+                    log.warning("stream: %d messages still in flight after %gs; they are "
+                                "handed back to the subscription", relay.in_flight,
+                                cfg.drain_s)
+            if "runner" not in reason:
+                result.cancel()
+        finally:
+            if relay is not None:
+                relay.close()
+    summary: dict[str, Any] = {
+        "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
+        "ended": reason, "wall_s": round(time.monotonic() - start, 2)}
+    if relay is not None:
+        summary["acknowledged_after_commit"] = dict(relay.stats, drained=drained)
+    return summary
+
+
+def _wait(result: Any, stop: Callable[[], bool] | None, run_for_s: float | None,
+          start: float, signalled: threading.Event) -> str:
     try:
         while True:
             if PipelineState.is_terminal(result.state):
-                reason = f"runner {result.state}"
-                break
+                return f"runner {result.state}"
+            if signalled.is_set():
+                return "terminated"
             if stop is not None and stop():
-                break
+                return "stopped"
             if run_for_s is not None and time.monotonic() - start >= run_for_s:
-                reason = f"ran {run_for_s:g} s"
-                break
+                return f"ran {run_for_s:g} s"
             time.sleep(0.5)
     except KeyboardInterrupt:
-        reason = "interrupted"
-    finally:
-        if "runner" not in reason:
-            result.cancel()
-    return {"run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
-            "ended": reason, "wall_s": round(time.monotonic() - start, 2)}
+        return "interrupted"

@@ -21,6 +21,8 @@ from synthsieve.transforms.sources import image_id_for, validate_uri
 
 FINALIZE = "OBJECT_FINALIZE"
 MAX_DATA_BYTES = 8192
+# set by pipelines/relay.py on the messages it forwards: the id the message had when published
+MESSAGE_ID_ATTRIBUTE = "synthsieve_message_id"
 
 
 def _notification_uri(attrs: dict[str, str], data: bytes) -> tuple[str | None, str | None]:
@@ -94,8 +96,11 @@ class _Parse(beam.DoFn):
 
     def process(self, message: Any) -> Iterable[Any]:
         self._inputs.inc()
-        parsed = parse_message(bytes(message.data or b""), dict(message.attributes or {}),
-                               getattr(message, "message_id", None), self._run_id)
+        attrs = dict(message.attributes or {})
+        # through the relay, the original message's id rides in an attribute
+        message_id = attrs.pop(MESSAGE_ID_ATTRIBUTE, None) or getattr(message, "message_id",
+                                                                      None)
+        parsed = parse_message(bytes(message.data or b""), attrs, message_id, self._run_id)
         if isinstance(parsed, ImageRef):
             yield parsed
         else:

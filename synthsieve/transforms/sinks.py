@@ -26,6 +26,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from synthsieve.filesystems import use_gcs_emulator_credentials
+from synthsieve.transforms import commits
 
 SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
@@ -142,6 +143,8 @@ class _WriteWindow(beam.DoFn):
             directory = FileSystems.join(self._dir, window_dir(window.start))
             yield write_shard(directory, self._run_id, self._schema, rows)
             self._shards.inc()
+            # only now may the messages these rows came from be acknowledged
+            commits.committed(self._run_id, [str(r["image_id"]) for r in rows])
 
 
 class WriteWindowedTable(beam.PTransform):
