@@ -61,9 +61,12 @@ def _scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     p.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
-    p.add_argument("--backend", choices=("onnx", "none", "hive", "nim", "sightengine"),
+    p.add_argument("--backend", choices=("onnx", "onnx-cuda", "tensorrt", "none", "hive", "nim",
+                                         "sightengine"),
                    default="onnx",
-                   help="onnx: score with the model (default); none: a metadata-only audit "
+                   help="onnx: score with the model on the CPU (default); onnx-cuda, tensorrt: "
+                        "on an NVIDIA GPU, with a model directory from `synthsieve build-engine`; "
+                        "none: a metadata-only audit "
                         "(read, decode, provenance; score columns null); hive (HIVE_API_KEY), nim "
                         "(NVIDIA_API_KEY), sightengine (SIGHTENGINE_API_USER and "
                         "SIGHTENGINE_API_SECRET): a vendor's detection API")
@@ -72,6 +75,7 @@ def _scoring_arguments(p: argparse.ArgumentParser) -> None:
 def _model_and_provenance(command: str, args: argparse.Namespace):
     """(ModelSpec, ProvenanceOptions | None), or None after printing why the job cannot
     start (no model.json, no assembled model.onnx, unreadable trust anchors)."""
+    from synthsieve.inference.gpu import GPU_BACKENDS, gpu_backend_problem
     from synthsieve.inference.spec import ModelSpec, ModelSpecError
 
     try:
@@ -84,10 +88,15 @@ def _model_and_provenance(command: str, args: argparse.Namespace):
     except OSError as e:
         print(f"synthsieve {command}: --c2pa-trust-anchors: {e}", file=sys.stderr)
         return None
-    if args.backend == "onnx" and not Path(spec.model_path).is_file():
+    if args.backend in ("onnx", "onnx-cuda") and not Path(spec.model_path).is_file():
         print(f"synthsieve {command}: {spec.model_path} is missing. For the bundled model run "
               "`synthsieve fetch-model` once after installing.", file=sys.stderr)
         return None
+    if args.backend in GPU_BACKENDS:
+        problem = gpu_backend_problem(args.backend, spec)
+        if problem:
+            print(f"synthsieve {command}: --backend {args.backend}: {problem}", file=sys.stderr)
+            return None
     return spec, provenance
 
 
@@ -230,6 +239,96 @@ def _import_model_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--config", default=None, metavar="FILE")
     m.add_argument("--sample", default=None, metavar="DIR",
                    help="images to validate the imported model on")
+
+
+def _build_engine_parser(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser(
+        "build-engine",
+        help="make a model directory for GPU workers (TensorRT engine and float ONNX graph)",
+        description=(
+            "From MODEL_DIR writes OUT: model.float.onnx (the graph without integer kernels, "
+            "which TensorRT and ONNX Runtime's CUDA provider run), model.plan (a TensorRT "
+            "engine with an optimisation profile over batch sizes 1..--max-batch) and "
+            "model.json. Run it on the GPU model the workers use: an engine is tied to its "
+            "GPU and TensorRT version. Then: audit ... --backend tensorrt --model OUT."),
+    )
+    b.add_argument("model_dir", metavar="MODEL_DIR")
+    b.add_argument("--out", required=True, metavar="OUT")
+    b.add_argument("--fp16", action="store_true",
+                   help="half precision (TensorRT 11 builds the precision the graph has)")
+    b.add_argument("--max-batch", type=_positive_int, default=64, metavar="N")
+    b.add_argument("--opt-batch", type=_positive_int, default=None, metavar="N",
+                   help="batch size the engine is tuned for (default: --max-batch)")
+    b.add_argument("--onnx-only", action="store_true",
+                   help="write the float graph only (for --backend onnx-cuda; needs no GPU)")
+
+
+def _run_build_engine(args: argparse.Namespace) -> int:
+    from synthsieve.inference.precision import PrecisionError
+    from synthsieve.inference.spec import ModelSpecError
+    from synthsieve.inference.tensorrt_engine import EngineBuildError, build_engine_dir
+
+    try:
+        summary = build_engine_dir(args.model_dir, args.out, fp16=args.fp16,
+                                   max_batch=args.max_batch, opt_batch=args.opt_batch,
+                                   onnx_only=args.onnx_only)
+    except (ModelSpecError, PrecisionError, EngineBuildError, ValueError,
+            FileNotFoundError) as e:
+        print(f"synthsieve build-engine: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _launch_parser(sub: argparse._SubParsersAction) -> None:
+    lp = sub.add_parser(
+        "launch-command",
+        help="print the command that runs a job on Dataflow, Flink or Spark, checked offline",
+        description=(
+            "Assembles Beam's runner options for RUNNER around a synthsieve job given after "
+            "--, checks them without any cloud call (Beam's own option validator for "
+            "Dataflow; remote paths; GPU workers for a GPU backend) and prints the command. "
+            "See deploy/README.md."),
+    )
+    lp.add_argument("runner", choices=("dataflow", "flink", "spark"))
+    lp.add_argument("--image", required=True, help="worker container (deploy/Dockerfile)")
+    lp.add_argument("--project")
+    lp.add_argument("--region")
+    lp.add_argument("--temp-location", metavar="gs://BUCKET/tmp")
+    lp.add_argument("--machine-type", default="g2-standard-8")
+    lp.add_argument("--gpu-type", default="nvidia-l4",
+                    help="Dataflow accelerator type, or 'none' for CPU workers")
+    lp.add_argument("--gpu-count", type=int, default=1)
+    lp.add_argument("--max-workers", type=_positive_int, default=10)
+    lp.add_argument("--job-name")
+    lp.add_argument("--service-account")
+    lp.add_argument("--endpoint", metavar="HOST:PORT",
+                    help="Flink master, or the Spark job server")
+    lp.add_argument("--parallelism", type=_positive_int)
+    lp.epilog = "Then -- and the synthsieve job, e.g. -- audit gs://b/images --out gs://b/out"
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    from synthsieve.pipelines.launch import LaunchError, Target, launch_command, render
+
+    job = args.job
+    if not job:
+        print("synthsieve launch-command: give the job after --, e.g. -- audit gs://b/images "
+              "--out gs://b/audit", file=sys.stderr)
+        return 2
+    target = Target(runner=args.runner, image=args.image, project=args.project,
+                    region=args.region, temp_location=args.temp_location,
+                    machine_type=args.machine_type,
+                    gpu_type=None if args.gpu_type == "none" else args.gpu_type,
+                    gpu_count=args.gpu_count, max_workers=args.max_workers,
+                    job_name=args.job_name, service_account=args.service_account,
+                    endpoint=args.endpoint, parallelism=args.parallelism)
+    try:
+        print(render(launch_command(target, job)))
+    except LaunchError as e:
+        print(f"synthsieve launch-command: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _emulate_parser(sub: argparse._SubParsersAction) -> None:
@@ -464,7 +563,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         backend=args.backend, commit_rows=args.commit_every,
         api=_api_config(args), dry_run=args.dry_run, provenance=provenance,
     )
-    if args.dry_run and args.backend in ("onnx", "none"):
+    if args.dry_run and args.backend not in ("hive", "nim", "sightengine"):
         print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
               file=sys.stderr)
         return 2
@@ -559,12 +658,7 @@ class _DropKnownNoise(logging.Filter):
         return not any(n in msg for n in self.NOISE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    # Logging first: building the parsers imports Beam, which logs on import.
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _DropKnownNoise) for f in handler.filters):
-            handler.addFilter(_DropKnownNoise())
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthsieve", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -576,7 +670,25 @@ def main(argv: list[str] | None = None) -> int:
     _import_model_parser(sub)
     _emulate_parser(sub)
     _fetch_model_parser(sub)
+    _build_engine_parser(sub)
+    _launch_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Logging first: building the parsers imports Beam, which logs on import.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropKnownNoise) for f in handler.filters):
+            handler.addFilter(_DropKnownNoise())
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    job: list[str] = []
+    if "launch-command" in argv and "--" in argv:  # the job after -- is not ours to parse
+        job = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
     args, rest = parser.parse_known_args(argv)
+    args.job = job
     logging.getLogger().setLevel(logging.WARNING if args.quiet else logging.INFO)
     if not args.quiet:
         # Beam logs every stage at INFO; keep our progress lines readable.
@@ -597,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_emulate(args)
     if args.command == "report":
         return _run_report(args)
+    if args.command == "build-engine":
+        return _run_build_engine(args)
+    if args.command == "launch-command":
+        return _run_launch(args)
     return _run_fetch_model(args)
 
 

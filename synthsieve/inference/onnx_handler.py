@@ -51,6 +51,8 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.Infer
         self._batch_size = batch_size
         self._intra_op_threads = intra_op_threads
         self._providers = list(providers)
+        if "CUDAExecutionProvider" in self._providers:
+            self.backend_name = "onnx-cuda"
 
     @property
     def spec(self) -> ModelSpec:
@@ -72,6 +74,11 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.Infer
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), sess_options=opts, providers=self._providers)
+        # ONNX Runtime falls back to the CPU when CUDA cannot start; a GPU job must not.
+        missing = set(self._providers) - set(session.get_providers())
+        if missing:
+            raise RuntimeError(f"{path}: ONNX Runtime could not start {sorted(missing)} here "
+                               f"(it has {session.get_providers()})")
         names = {i.name for i in session.get_inputs()}
         if self._spec.input_name not in names:
             raise ValueError(

@@ -244,6 +244,13 @@ def make_handler(backend: str, spec: ModelSpec, batch_size: int, threads: int,
     """The ModelHandler for --backend; None for `none`. Raises ValueError/ApiAuthError."""
     if backend == "onnx":
         return OnnxImageModelHandler(spec, batch_size=batch_size, intra_op_threads=threads)
+    if backend == "onnx-cuda":
+        return OnnxImageModelHandler(spec, batch_size=batch_size, intra_op_threads=threads,
+                                     providers=("CUDAExecutionProvider",))
+    if backend == "tensorrt":
+        from synthsieve.inference.tensorrt_handler import TensorRTImageModelHandler
+
+        return TensorRTImageModelHandler(spec, batch_size=batch_size)
     if backend in BACKENDS:
         if api is None:
             raise ValueError(f"--backend {backend} needs an ApiConfig")
