@@ -25,6 +25,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_int
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
+from synthsieve.pipelines.runners import local_runner
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
@@ -285,7 +286,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     log.info("run %s: %s -> %s (model %s, batch %d, %d ORT threads per worker)", cfg.run_id,
              ", ".join(cfg.sources), cfg.out_dir, spec.model_id, cfg.batch_size, threads)
     start = time.monotonic()
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     build_audit(p, cfg, spec, handler)
     try:
         result = p.run()

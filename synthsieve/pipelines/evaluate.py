@@ -32,6 +32,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_int
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.audit import new_run_id, with_local_defaults, workers_per_machine
+from synthsieve.pipelines.runners import local_runner
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
 from synthsieve.transforms.fetch_http import HttpConfig
@@ -210,7 +211,7 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
     if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     build_eval(p, cfg, spec, handler)
     p.run().wait_until_finish()
     # Labelled eval sets are small: the report works on rows.

@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.pipelines.audit import pipeline_counters
+from synthsieve.pipelines.runners import local_runner
 from synthsieve.provenance.evidence import AI_EVIDENCE
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE
 from synthsieve.transforms.read import is_http
@@ -253,7 +254,7 @@ def run_scrub(cfg: ScrubConfig, pipeline_args: list[str] | None = None) -> dict[
         raise ValueError("--to must not be inside the audit directory")
     options = PipelineOptions(pipeline_args or [])
     configure_filesystems(options)
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     build_scrub(p, cfg)
     result = p.run()
     result.wait_until_finish()

@@ -28,7 +28,6 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.runner import PipelineState
 
 from synthsieve.filesystems import configure as configure_filesystems
@@ -44,6 +43,7 @@ from synthsieve.pipelines.audit import (
     workers_per_machine,
 )
 from synthsieve.pipelines.relay import AckAfterCommitRelay
+from synthsieve.pipelines.runners import is_local, local_runner
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
@@ -142,15 +142,6 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: 
          | "PublishDeadLetters" >> WriteToPubSub(cfg.dead_letter_topic, with_attributes=True))
 
 
-IN_PROCESS_RUNNERS = (None, "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-
-
-def in_process_runner(options: PipelineOptions) -> bool:
-    runner = options.view_as(StandardOptions).runner
-    return (runner if isinstance(runner, str) or runner is None
-            else type(runner).__name__) in IN_PROCESS_RUNNERS
-
-
 class _Stop:
     """Turns SIGTERM into a graceful stop, as Ctrl-C already is (main thread only)."""
 
@@ -182,7 +173,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api)
     if not is_remote(cfg.out_dir):
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    in_process = in_process_runner(options)
+    in_process = is_local(options)
     relayed = in_process if cfg.ack_after_commit is None else cfg.ack_after_commit
     if relayed and not in_process:
         raise ValueError("acknowledge-after-commit needs an in-process runner "
@@ -190,10 +181,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     log.info("stream %s: %s -> %s (window %ss, backend %s, %s)", cfg.run_id,
              cfg.subscription, cfg.out_dir, cfg.window_s, cfg.backend,
              "acknowledged after commit" if relayed else "acknowledged by the runner")
-    # The DirectRunner would first try Prism, which downloads its binary: no network at
-    # run time, and a streaming Pub/Sub job ends up on the bundle-based runner anyway.
-    p = beam.Pipeline(runner=BundleBasedDirectRunner() if in_process else None,
-                      options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     start = time.monotonic()
     reason, drained = "stopped", None
     relay = (AckAfterCommitRelay(cfg.subscription, cfg.run_id, lease_s=cfg.lease_s)

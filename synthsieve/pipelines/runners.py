@@ -1,0 +1,37 @@
+"""Which Beam runner a job gets when the user names none (or names the DirectRunner).
+
+Beam 2.77's DirectRunner first tries the Prism runner, which downloads its binary from
+GitHub at run time: a network call the product must never make, and, where the network
+exists, a different runner from the one the tests cover. So the local runner is chosen
+here, as the DirectRunner would after Prism: the FnApiRunner for batch jobs (it honours
+--direct_num_workers and --direct_running_mode), the bundle-based DirectRunner for
+streaming (the only one that reads Pub/Sub in-process).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+LOCAL_RUNNER_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner",
+                      "BundleBasedDirectRunner")
+
+
+def is_local(options: PipelineOptions) -> bool:
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return name in LOCAL_RUNNER_NAMES
+
+
+def local_runner(options: PipelineOptions) -> Any:
+    """The runner object to pass to beam.Pipeline, or None for a runner the user chose."""
+    if not is_local(options):
+        return None
+    if options.view_as(StandardOptions).streaming:
+        from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+        return BundleBasedDirectRunner()
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
