@@ -85,7 +85,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
                 handler: OnnxImageModelHandler | RemoteApiModelHandler | None) -> None:
     """Adds the audit's transforms to `p`."""
     run_id = cfg.run_id
-    src = p | "Sources" >> ExpandSources(cfg.sources, run_id)
+    sources = ExpandSources(cfg.sources, run_id)
+    src = p | "Sources" >> sources
     refs, bad_rows = src["refs"], src["errors"]
     if cfg.resume:
         done = p | "AlreadyDone" >> DoneIds(cfg.out_dir)
@@ -93,7 +94,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
         bad_rows = bad_rows | "SkipDoneRows" >> SkipDone(done, lambda r: r["image_id"])
     refs = refs | "CountRefs" >> beam.ParDo(_CountInputs())
     bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(_CountInputs())
-    read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http)
+    read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http,
+                                        same_uri_once=not sources.unique_uris)
     split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
         SplitDuplicates.FOLLOWER_SCORES, ERRORS, main="leaders")
     # No local model: decode only to validate (and to read provenance), not to preprocess.

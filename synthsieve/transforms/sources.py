@@ -260,6 +260,12 @@ class ExpandSources(beam.PTransform):
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
 
+    @property
+    def unique_uris(self) -> bool:
+        """True when no URI can come twice: one file pattern, listed once, no manifest.
+        The audit then skips its group-by-URI, which the DirectRunner holds in memory."""
+        return [kind for kind, _ in self._sources] == ["files"]
+
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         file_patterns = [p for kind, p in self._sources if kind == "files"]
         manifest_patterns = [p for kind, p in self._sources if kind == "manifest"]
@@ -269,6 +275,10 @@ class ExpandSources(beam.PTransform):
             | "FilePatterns" >> beam.Create(file_patterns)
             | "ListFiles" >> beam.ParDo(_ListFiles())
         )
+        if not manifest_patterns:
+            # no Flatten: on the DirectRunner it is a stage that holds every ref
+            return {"refs": from_files | "Spread" >> beam.Reshuffle(),
+                    "errors": p | "NoManifestErrors" >> beam.Create([])}
         manifests = (
             p
             | "ManifestPatterns" >> beam.Create(manifest_patterns)
