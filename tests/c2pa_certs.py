@@ -58,3 +58,21 @@ def make_chain() -> Chain:
         chain_pem=leaf.public_bytes(pem).decode() + root.public_bytes(pem).decode(),
         key_pem=key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
+
+
+def sign(data: bytes, mime: str, chain: Chain, actions: list[dict]) -> bytes:
+    """`data` with a C2PA manifest holding `actions`, signed by `chain`'s signer."""
+    import io
+
+    import c2pa
+
+    manifest = {"claim_generator_info": [{"name": "synthsieve-test", "version": "1.0"}],
+                "title": "image", "assertions": [
+                    {"label": "c2pa.actions", "data": {"actions": actions}}]}
+    ctx = c2pa.Context.from_dict({"verify": {"verify_after_sign": False},
+                                  "builder": {"thumbnail": {"enabled": False}}})
+    signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+        c2pa.C2paSigningAlg.ES256, chain.chain_pem.encode(), chain.key_pem, None))
+    out = io.BytesIO()
+    c2pa.Builder(manifest, context=ctx).sign(signer, mime, io.BytesIO(data), out)
+    return out.getvalue()

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from c2pa_certs import make_chain
+from c2pa_certs import make_chain, sign
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -103,21 +103,6 @@ def read(data: bytes, **options) -> tuple[dict, list[str]]:
 @pytest.fixture(scope="module")
 def chain():
     return make_chain()
-
-
-def sign(data: bytes, mime: str, chain, actions: list[dict]) -> bytes:
-    import c2pa
-
-    manifest = {"claim_generator_info": [{"name": "synthsieve-test", "version": "1.0"}],
-                "title": "image", "assertions": [
-                    {"label": "c2pa.actions", "data": {"actions": actions}}]}
-    ctx = c2pa.Context.from_dict({"verify": {"verify_after_sign": False},
-                                  "builder": {"thumbnail": {"enabled": False}}})
-    signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(
-        c2pa.C2paSigningAlg.ES256, chain.chain_pem.encode(), chain.key_pem, None))
-    out = io.BytesIO()
-    c2pa.Builder(manifest, context=ctx).sign(signer, mime, io.BytesIO(data), out)
-    return out.getvalue()
 
 
 GENERATED = [{"action": "c2pa.created", "digitalSourceType": IPTC + "trainedAlgorithmicMedia",
