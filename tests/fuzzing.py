@@ -130,3 +130,20 @@ def mutate(seeds: dict[str, bytes], name: str, case: int) -> bytes:
             break
         r.choice(MUTATIONS)(r, b)
     return bytes(b)
+
+
+def manifest_seeds() -> dict[str, bytes]:
+    """A LAION-style manifest in each format synthsieve reads."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"url": f"https://example.org/{i}.jpg", "id": str(i),
+             "caption": "a cat on a mat " * (i % 4)} for i in range(40)]
+    parquet = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    csv_text = "url,id,caption\n" + "".join(
+        f'{r["url"]},{r["id"]},"{r["caption"]}"\n' for r in rows)
+    return {"parquet": parquet.getvalue(), "csv": csv_text.encode(),
+            "jsonl": "".join(json.dumps(r) + "\n" for r in rows).encode()}

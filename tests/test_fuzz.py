@@ -10,7 +10,7 @@ import time
 import pytest
 from apache_beam.pvalue import TaggedOutput
 from c2pa_certs import make_chain
-from fuzzing import mutate, seed_files
+from fuzzing import manifest_seeds, mutate, seed_files
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageInfo, ImageRef
 from synthsieve.inference.spec import ModelSpec
@@ -18,6 +18,7 @@ from synthsieve.pipelines.audit import AuditConfig, run_audit
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import STAGE_DECODE
 from synthsieve.transforms.decode import _Decode
+from synthsieve.transforms.sources import _ReadManifest
 
 CASES = int(os.environ.get("SYNTHSIEVE_FUZZ_CASES", "10000"))
 SLOW_S = 10.0  # a case slower than this counts as a hang
@@ -71,3 +72,31 @@ def test_a_corpus_of_mutants_is_accounted_for_by_the_audit(seeds, tiny_model, tm
                                     model_dir=str(tiny_model)), [])
     assert summary["inputs"] == 300 == summary["scores"] + summary["errors"]
     assert summary["accounted_for"]
+
+
+def test_mutated_manifests_become_refs_and_error_rows_never_an_exception(tmp_path):
+    """Found by this test: 994 of 1,000 damaged Parquet manifests raised out of the reader
+    (pyarrow's ArrowInvalid/OSError), which stops a whole run."""
+    seeds = manifest_seeds()
+    reader = _ReadManifest("fuzz")
+    names = sorted(seeds)
+    kinds = {"refs": 0, "errors": 0}
+    for case in range(3000):
+        name = names[case % len(names)]
+        path = tmp_path / f"{case}.{name}"
+        path.write_bytes(mutate(seeds, name, case))
+        try:
+            out = list(reader.process(str(path)))
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"crash on mutate(manifest_seeds(), {name!r}, {case}): "
+                        f"{type(e).__name__}: {e}")
+        for item in out:
+            if isinstance(item, TaggedOutput):
+                assert item.value["error_type"] in ("invalid_manifest", "invalid_manifest_row",
+                                                    "invalid_uri")
+                kinds["errors"] += 1
+            else:
+                assert isinstance(item, ImageRef)
+                kinds["refs"] += 1
+        path.unlink()
+    assert kinds["refs"] and kinds["errors"], kinds

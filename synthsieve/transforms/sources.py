@@ -162,8 +162,19 @@ class _ReadManifest(beam.DoFn):
     def process(self, path: str) -> Iterable[Any]:
         base = path.rsplit("/", 1)[0] if "/" in path else "."
         fmt = manifest_format(path)
-        for row_number, row in enumerate(_iter_manifest_rows(path, fmt), start=1):
-            yield from self._to_ref(path, base, row_number, row)
+        read = 0
+        try:
+            for row_number, row in enumerate(_iter_manifest_rows(path, fmt), start=1):
+                read = row_number
+                yield from self._to_ref(path, base, row_number, row)
+        except Exception as e:  # noqa: BLE001 - a corrupt manifest is an error row, not a crash
+            # (pyarrow and csv raise a zoo of types on damaged files: found by fuzzing)
+            where = f"{path}#row{read + 1}"
+            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                image_id=image_id_for(where), uri=where, stage=STAGE_READ,
+                error_type="invalid_manifest",
+                message=f"{path}: cannot read past row {read}: {type(e).__name__}: {e}"[:2000],
+                run_id=self._run_id))
 
     def _to_ref(self, path: str, base: str, row_number: int, row: Any) -> Iterable[Any]:
         where = f"{path}#row{row_number}"
