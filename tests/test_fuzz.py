@@ -100,3 +100,33 @@ def test_mutated_manifests_become_refs_and_error_rows_never_an_exception(tmp_pat
                 kinds["refs"] += 1
         path.unlink()
     assert kinds["refs"] and kinds["errors"], kinds
+
+
+def test_mutated_c2pa_stores_xmp_packets_and_generator_text_are_read_without_raising(seeds):
+    """The provenance readers on their own, whether or not the pixels would still decode."""
+    import json
+
+    from fuzzing import PARAMS, XMP
+
+    from synthsieve.provenance.c2pa_manifest import C2paReader
+    from synthsieve.provenance.generation import read_generation
+    from synthsieve.provenance.xmp import read_xmp
+
+    c2pa = C2paReader()
+    states = set()
+    for case in range(1500):
+        name, fmt = (("c2pa_jpeg", "JPEG"), ("c2pa_png", "PNG"))[case % 2]
+        column, warnings = c2pa.read(mutate(seeds, name, case), fmt)
+        assert column is None or column["validation_state"], (name, case)
+        states.add(column and column["validation_state"])
+    assert {"unreadable", "invalid"} <= states, states
+    comfy = json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 1}},
+                        "4": {"class_type": "CheckpointLoaderSimple",
+                              "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}}})
+    texts = {"xmp": XMP, "parameters": PARAMS.encode(), "prompt": comfy.encode()}
+    for case in range(3000):
+        mutated = {k: mutate(texts, k, case) for k in texts}
+        read_xmp(mutated["xmp"])
+        read_generation({"parameters": mutated["parameters"].decode("utf-8", "replace"),
+                         "prompt": mutated["prompt"].decode("utf-8", "replace")},
+                        mutated["parameters"].decode("latin-1"))
