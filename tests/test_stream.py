@@ -209,7 +209,7 @@ def _corpus(tmp_path: Path, n: int, seed: int) -> list[bytes]:
     return refs
 
 
-def _ids_written(out: Path) -> list[str]:
+def _uris_written(out: Path) -> list[str]:
     return [r["uri"] for r in read_rows(out, "scores") + read_rows(out, "errors")]
 
 
@@ -237,14 +237,14 @@ def test_a_stop_mid_stream_writes_what_was_in_flight_before_it_ends(tmp_path, pu
     acks = first["acknowledged_after_commit"]
     assert acks["drained"] is True
     assert acks["pulled"] > at_stop["written"], "messages were in flight when it stopped"
-    assert acks["acknowledged"] == acks["pulled"] == len(_ids_written(out))
+    assert acks["acknowledged"] == acks["pulled"] == len(_uris_written(out))
     publisher.join(30)
 
     cfg = StreamConfig(subscription=names["uploads-sub"], out_dir=str(out), window_s=1,
                        model_dir=str(tiny_model), lease_s=10)
-    second = run_stream(cfg, [], stop=lambda: len(_ids_written(out)) >= 150, run_for_s=120)
+    second = run_stream(cfg, [], stop=lambda: len(_uris_written(out)) >= 150, run_for_s=120)
     assert second["ended"] == "stopped", second
-    written = _ids_written(out)
+    written = _uris_written(out)
     assert sorted(written) == sorted(d.decode()[len("file://"):] for d in refs)
     assert len({r["run_id"] for r in read_rows(out, "scores")}) == 2
 
@@ -270,16 +270,16 @@ def test_a_job_killed_mid_stream_loses_nothing_on_restart(tmp_path, pubsub, tiny
     finally:
         job.send_signal(signal.SIGKILL)
         job.wait(10)
-    written_before = len(_ids_written(out))
+    written_before = len(_uris_written(out))
     publisher.join(30)
     assert written_before < 120, "killed before it had written everything"
 
     cfg = StreamConfig(subscription=names["uploads-sub"], out_dir=str(out), window_s=1,
                        model_dir=str(tiny_model), lease_s=10)
     expected = {d.decode()[len("file://"):] for d in refs}
-    restarted = run_stream(cfg, [], stop=lambda: set(_ids_written(out)) >= expected,
+    restarted = run_stream(cfg, [], stop=lambda: set(_uris_written(out)) >= expected,
                            run_for_s=150)
     assert restarted["ended"] == "stopped", restarted
-    assert set(_ids_written(out)) == expected, "every reference at least once"
+    assert set(_uris_written(out)) == expected, "every reference at least once"
     # at least once: only what was in flight at the kill may have been written twice
-    assert len(_ids_written(out)) - len(expected) <= 120 - written_before
+    assert len(_uris_written(out)) - len(expected) <= 120 - written_before

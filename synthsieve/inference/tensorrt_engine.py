@@ -15,7 +15,6 @@ checks both before deserialising.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +24,6 @@ import onnx
 
 from synthsieve.inference.precision import float_graph
 from synthsieve.inference.spec import ModelSpec
-
-log = logging.getLogger("synthsieve.build_engine")
 
 FLOAT_FILE = "model.float.onnx"
 PLAN_FILE = "model.plan"
@@ -102,6 +99,7 @@ def build_engine_dir(model_dir: str | Path, out_dir: str | Path, *, fp16: bool =
             raise EngineBuildError("tensorrt is not installed: pip install 'synthsieve[gpu]' "
                                    "on a machine with an NVIDIA GPU, or pass --onnx-only") from e
         device, capability = gpu_name()
+    precision = "fp16" if fp16 else "fp32"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -111,16 +109,16 @@ def build_engine_dir(model_dir: str | Path, out_dir: str | Path, *, fp16: bool =
     raw["file"] = FLOAT_FILE
     # each image has its own quantisation grid in the float graph, so batches are free
     raw.setdefault("input", {})["batch_invariant"] = True
-    raw["derived_from"] = {"model": spec.model_id, "precision": "fp16" if fp16 else "fp32"}
+    raw["derived_from"] = {"model": spec.model_id, "precision": precision}
     summary: dict[str, Any] = {"out": str(out), "float_graph": str(out / FLOAT_FILE),
-                               "precision": "fp16" if fp16 else "fp32"}
+                               "precision": precision}
     if not onnx_only:
         plan_started = time.monotonic()
         plan = build_plan(graph, spec.input_name, max_batch, opt_batch)
         (out / PLAN_FILE).write_bytes(plan)
         info = EngineInfo(plan=PLAN_FILE, tensorrt=trt.__version__, device=device,
                           compute_capability=capability, min_batch=1, opt_batch=opt_batch,
-                          max_batch=max_batch, precision="fp16" if fp16 else "fp32",
+                          max_batch=max_batch, precision=precision,
                           build_s=round(time.monotonic() - plan_started, 1))
         raw["engine"] = asdict(info)
         summary["engine"] = raw["engine"]

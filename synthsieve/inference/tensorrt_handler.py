@@ -45,11 +45,6 @@ class _Pinned:
         buf = (ctypes.c_byte * self.nbytes).from_address(int(self.ptr))
         self.array = np.frombuffer(buf, dtype=dtype).reshape(shape)
 
-    def free(self) -> None:
-        from cuda.bindings import runtime as cudart
-
-        cudart.cudaFreeHost(self.ptr)
-
 
 class TensorRTEngine:
     """One engine, its execution context, a CUDA stream and buffers for max_batch images.
@@ -72,7 +67,6 @@ class TensorRTEngine:
                 f"{plan} was built with TensorRT {info.get('tensorrt')} for "
                 f"{info.get('device')} (sm {info.get('compute_capability')}); this worker has "
                 f"TensorRT {trt.__version__} on {device} (sm {capability}): rebuild it here")
-        self.spec = spec
         self.max_batch = int(info["max_batch"])
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan.read_bytes())
@@ -153,6 +147,3 @@ class TensorRTImageModelHandler(ModelHandler[np.ndarray, PredictionResult, Tenso
 
     def get_metrics_namespace(self) -> str:
         return "synthsieve_tensorrt"
-
-    def share_model_across_processes(self) -> bool:
-        return False

@@ -14,12 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    PortableOptions,
-    StandardOptions,
-    WorkerOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from synthsieve.inference.gpu import GPU_BACKENDS
 
@@ -118,10 +113,6 @@ def check(t: Target, job: list[str]) -> PipelineOptions:
             raise LaunchError(f"--backend {backend} needs GPU workers (--gpu-type)")
         if t.gpu_type and t.gpu_count < 1:
             raise LaunchError("--gpu-count must be at least 1")
-    elif not t.endpoint:
-        raise LaunchError(f"{t.runner} needs the job endpoint (host:port)")
-    options = PipelineOptions(runner_options(t))
-    if t.runner == "dataflow":
         from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
         from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
@@ -131,12 +122,9 @@ def check(t: Target, job: list[str]) -> PipelineOptions:
         errors = PipelineOptionsValidator(offline, DataflowRunner()).validate()
         if errors:
             raise LaunchError("; ".join(errors))
-        if options.view_as(WorkerOptions).sdk_container_image != t.image:
-            raise LaunchError("the container image did not reach the options")
-    else:
-        portable = options.view_as(PortableOptions)
-        if portable.environment_config != t.image:
-            raise LaunchError("the container image did not reach the options")
+    elif not t.endpoint:
+        raise LaunchError(f"{t.runner} needs the job endpoint (host:port)")
+    options = PipelineOptions(runner_options(t))
     if command == "stream":
         options.view_as(StandardOptions).streaming = True
     return options

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from typing import Any
 
 from synthsieve.transforms import commits
@@ -66,7 +67,7 @@ class AckAfterCommitRelay:
         self.stats = {"pulled": 0, "acknowledged": 0, "returned": 0}
         self._sub: Any = None
         self._pub: Any = None
-        self._commits: Any = None
+        self._listening = ExitStack()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -78,8 +79,7 @@ class AckAfterCommitRelay:
         self._pub.create_topic(name=self.relay_topic)
         self._sub.create_subscription(name=self.relay_subscription, topic=self.relay_topic,
                                       ack_deadline_seconds=600)
-        self._commits = commits.listening(self.run_id, self._on_commit)
-        self._commits.__enter__()
+        self._listening.enter_context(commits.listening(self.run_id, self._on_commit))
         self._pulling.set()
         for target in (self._pull_loop, self._lease_loop):
             thread = threading.Thread(target=target, name=f"relay-{target.__name__}",
@@ -96,10 +96,13 @@ class AckAfterCommitRelay:
     def stop_pulling(self) -> None:
         self._pulling.clear()
 
+    def _leased(self) -> list[str]:
+        with self._lock:
+            return [a for ids in self._outstanding.values() for a in ids]
+
     @property
     def in_flight(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._outstanding.values())
+        return len(self._leased())
 
     def wait_drained(self, timeout_s: float, gave_up: Any = None) -> bool:
         """After stop_pulling: True once everything pulled has been committed and acked."""
@@ -121,24 +124,18 @@ class AckAfterCommitRelay:
         self._closing.set()
         for thread in self._threads:
             thread.join(PULL_RPC_TIMEOUT_S + 5)
-        if self._commits is not None:
-            self._commits.__exit__(None, None, None)
+        self._listening.close()
         with self._lock:
             left = [a for ids in self._outstanding.values() for a in ids]
             self._outstanding.clear()
-        try:
-            for chunk in _chunks(left):
-                self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
-                                              ack_deadline_seconds=0)
-            self.stats["returned"] += len(left)
-        except Exception as exc:  # noqa: BLE001 - they come back when their lease ends
-            log.warning("relay: could not hand back %d messages (%s); Pub/Sub delivers "
-                        "them again when their lease of %gs ends", len(left), exc,
-                        self.lease_s)
-        for delete, name in ((self._sub.delete_subscription, self.relay_subscription),
-                             (self._pub.delete_topic, self.relay_topic)):
+        if left:
+            self._return(left)
+        for name, delete in (
+                (self.relay_subscription,
+                 lambda: self._sub.delete_subscription(subscription=self.relay_subscription)),
+                (self.relay_topic, lambda: self._pub.delete_topic(topic=self.relay_topic))):
             try:
-                delete(**{"subscription" if "subscriptions/" in name else "topic": name})
+                delete()
             except Exception as exc:  # noqa: BLE001 - an orphan to clean up, not lost data
                 log.warning("relay: could not delete %s: %s", name, exc)
         self._sub.close()
@@ -172,10 +169,7 @@ class AckAfterCommitRelay:
             self._forward(received)
 
     def _forward(self, received: list[Any]) -> None:
-        ack_ids = [r.ack_id for r in received]
-        for chunk in _chunks(ack_ids):
-            self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
-                                          ack_deadline_seconds=int(self.lease_s))
+        self._set_deadline([r.ack_id for r in received], int(self.lease_s))
         keyed = []
         for r in received:
             message = r.message
@@ -208,13 +202,9 @@ class AckAfterCommitRelay:
 
     def _lease_loop(self) -> None:
         while not self._closing.wait(self.lease_s / 3):
-            with self._lock:
-                leased = [a for ids in self._outstanding.values() for a in ids]
+            leased = self._leased()
             try:
-                for chunk in _chunks(leased):
-                    self._sub.modify_ack_deadline(subscription=self.subscription,
-                                                  ack_ids=chunk,
-                                                  ack_deadline_seconds=int(self.lease_s))
+                self._set_deadline(leased, int(self.lease_s))
             except Exception as exc:  # noqa: BLE001 - worst case: delivered twice
                 log.warning("relay: could not extend %d leases: %s", len(leased), exc)
 
@@ -233,11 +223,16 @@ class AckAfterCommitRelay:
         with self._lock:
             self.stats["acknowledged"] += len(done)
 
+    def _set_deadline(self, ack_ids: list[str], seconds: int) -> None:
+        for chunk in _chunks(ack_ids):
+            self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
+                                          ack_deadline_seconds=seconds)
+
     def _return(self, ack_ids: list[str]) -> None:
+        """Deadline 0: Pub/Sub delivers them again at once."""
         try:
-            for chunk in _chunks(ack_ids):
-                self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
-                                              ack_deadline_seconds=0)
+            self._set_deadline(ack_ids, 0)
             self.stats["returned"] += len(ack_ids)
         except Exception as exc:  # noqa: BLE001 - they come back when their lease ends
-            log.warning("relay: could not hand back %d messages: %s", len(ack_ids), exc)
+            log.warning("relay: could not hand back %d messages (%s); Pub/Sub delivers them "
+                        "again when their lease of %gs ends", len(ack_ids), exc, self.lease_s)

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,18 +184,18 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
              "acknowledged after commit" if relayed else "acknowledged by the runner")
     p = beam.Pipeline(runner=local_runner(options), options=options)
     start = time.monotonic()
-    reason, drained = "stopped", None
+    drained = None
     relay = (AckAfterCommitRelay(cfg.subscription, cfg.run_id, lease_s=cfg.lease_s)
              if relayed else None)
-    with _Stop() as signalled:
+    with _Stop() as signalled, ExitStack() as scope:
         if relay is not None:
-            relay.__enter__()
-        try:
-            build_stream(p, cfg, spec, handler,
-                         relay.relay_subscription if relay is not None else None)
-            result = p.run()
-            reason = _wait(result, stop, run_for_s, start, signalled.requested)
-            if relay is not None and "runner" not in reason:
+            scope.enter_context(relay)
+        build_stream(p, cfg, spec, handler,
+                     relay.relay_subscription if relay is not None else None)
+        result = p.run()
+        reason = _wait(result, stop, run_for_s, start, signalled.requested)
+        if not reason.startswith("runner"):  # we stop it: drain first, then cancel
+            if relay is not None:
                 relay.stop_pulling()
                 drained = relay.wait_drained(
                     cfg.drain_s, lambda: PipelineState.is_terminal(result.state))
@@ -202,11 +203,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                     log.warning("stream: %d messages still in flight after %gs; they are "
                                 "handed back to the subscription", relay.in_flight,
                                 cfg.drain_s)
-            if "runner" not in reason:
-                result.cancel()
-        finally:
-            if relay is not None:
-                relay.close()
+            result.cancel()
     summary: dict[str, Any] = {
         "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
         "ended": reason, "wall_s": round(time.monotonic() - start, 2)}
