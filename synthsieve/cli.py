@@ -570,12 +570,16 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.run_id:
         cfg.run_id = args.run_id
     from synthsieve.inference.remote import ApiAuthError
+    from synthsieve.pipelines.runners import RunnerUnavailable
 
     try:
         summary = run_audit(cfg, beam_args)
     except ApiAuthError as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 3
+    except RunnerUnavailable as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     if summary.get("dry_run"):
         return 0

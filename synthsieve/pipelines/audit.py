@@ -16,7 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from synthsieve.elements import ERRORS
 from synthsieve.filesystems import configure as configure_filesystems
@@ -25,7 +29,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_int
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.runners import local_runner
+from synthsieve.pipelines.runners import fuses_stages, local_runner, names_dask
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
@@ -84,6 +88,7 @@ class _CountInputs(beam.DoFn):
 def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
                 handler: OnnxImageModelHandler | RemoteApiModelHandler | None) -> None:
     """Adds the audit's transforms to `p`."""
+    fused = fuses_stages(p.options)
     run_id = cfg.run_id
     sources = ExpandSources(cfg.sources, run_id)
     src = p | "Sources" >> sources
@@ -96,7 +101,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(_CountInputs())
     read = refs | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes, http=cfg.http,
                                         same_uri_once=not sources.unique_uris)
-    split = read["images"] | "SameBytesOnce" >> beam.ParDo(SplitDuplicates(run_id)).with_outputs(
+    split = read["images"] | "SameBytesOnce" >> beam.ParDo(
+        SplitDuplicates(run_id, wait_for_leaders=fused)).with_outputs(
         SplitDuplicates.FOLLOWER_SCORES, ERRORS, main="leaders")
     # No local model: decode only to validate (and to read provenance), not to preprocess.
     validate_only = handler is None or isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
@@ -156,6 +162,12 @@ def with_local_defaults(pipeline_args: list[str], threads: int | None = None) ->
 
 
 def workers_per_machine(options: PipelineOptions) -> int:
+    if names_dask(options.view_as(StandardOptions).runner):
+        from synthsieve.pipelines.dask_runner import local_cluster_size, starts_local_cluster
+
+        if starts_local_cluster(options):  # a scheduler's machines are not known here
+            workers, threads = local_cluster_size(options)
+            return workers * threads
     direct = options.view_as(DirectOptions)
     return max(1, int(direct.direct_num_workers or 1))
 

@@ -5,7 +5,8 @@ GitHub at run time: a network call the product must never make, and, where the n
 exists, a different runner from the one the tests cover. So the local runner is chosen
 here, as the DirectRunner would after Prism: the FnApiRunner for batch jobs (it honours
 --direct_num_workers and --direct_running_mode), the bundle-based DirectRunner for
-streaming (the only one that reads Pub/Sub in-process).
+streaming (the only one that reads Pub/Sub in-process). `--runner DaskRunner` gets
+synthsieve's own Dask runner (pipelines/dask_runner.py), which fixes what Beam's loses.
 """
 
 from __future__ import annotations
@@ -18,14 +19,39 @@ LOCAL_RUNNER_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner",
                       "BundleBasedDirectRunner")
 
 
+class RunnerUnavailable(RuntimeError):
+    """The runner named by --runner cannot be loaded in this environment."""
+
+
+def names_dask(runner: Any) -> bool:
+    """True when --runner names the Dask runner (ours or Beam's, by any spelling)."""
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return isinstance(name, str) and name.rsplit(".", 1)[-1] in ("DaskRunner", "dask")
+
+
 def is_local(options: PipelineOptions) -> bool:
     runner = options.view_as(StandardOptions).runner
     name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
     return name in LOCAL_RUNNER_NAMES
 
 
+def fuses_stages(options: PipelineOptions) -> bool:
+    """Whether the runner runs a chain of ParDos for one element in one process (every
+    runner but Dask, whose bag tasks for one partition may land on different workers)."""
+    return not names_dask(options.view_as(StandardOptions).runner)
+
+
 def local_runner(options: PipelineOptions) -> Any:
     """The runner object to pass to beam.Pipeline, or None for a runner the user chose."""
+    if names_dask(options.view_as(StandardOptions).runner):
+        try:
+            from synthsieve.pipelines.dask_runner import DaskRunner
+        except ImportError as e:
+            raise RunnerUnavailable(
+                f"--runner DaskRunner needs dask and distributed ({e}): "
+                "pip install 'synthsieve[dask]'") from e
+
+        return DaskRunner()
     if not is_local(options):
         return None
     if options.view_as(StandardOptions).streaming:

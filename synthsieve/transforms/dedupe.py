@@ -13,6 +13,10 @@ its followers made peak memory grow with the corpus.
   is scored again: that costs compute, never a row.
 Leaders are chosen per process, so identical images read by two workers may each be scored
 once; a leader and its followers go through the same fused stage, so through one process.
+On a runner that does not fuse (Dask: each transform of a partition is a task of its own,
+maybe on another worker) a waiting follower could wait forever in a process its leader's
+row never reaches, so there followers never wait (`wait_for_leaders=False`): a follower
+whose leader's row this process has not seen is scored itself.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ class SplitDuplicates(beam.DoFn):
 
     FOLLOWER_SCORES = "follower_scores"
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, wait_for_leaders: bool = True):
         self._run_id = run_id
+        self._wait = wait_for_leaders
         self._followers = Metrics.counter("synthsieve", "duplicate_bytes")
 
     def setup(self) -> None:
@@ -111,7 +116,8 @@ class SplitDuplicates(beam.DoFn):
             leader = state.seen.get(item.sha256)
             outcome = state.outcomes.get(leader) if leader else None
             follower = None
-            if leader is not None and (outcome is not None or leader in state.in_flight):
+            if leader is not None and (outcome is not None
+                                       or (self._wait and leader in state.in_flight)):
                 state.seen.move_to_end(item.sha256)
                 follower = Follower(leader, item.ref, item.http_status, item.robots_opt_out)
                 if outcome is None:
