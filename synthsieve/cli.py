@@ -22,6 +22,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
         "audit",
@@ -43,6 +50,10 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
                         "run that dies keeps what it did and --resume does only the rest")
     a.add_argument("--resume", action="store_true",
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
+    a.add_argument("--local-root", action="append", default=None, metavar="DIR",
+                   help="local files a manifest names must lie under DIR (repeatable; after "
+                        "`..` and symbolic links are resolved): for manifests from others. "
+                        "Manifests in buckets or on the web may never name local files")
     _http_arguments(a)
     _api_arguments(a)
     _provenance_arguments(a)
@@ -58,6 +69,9 @@ def _scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="images with more pixels become error rows (default 100,000,000)")
     p.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
                    help="files larger than this become error rows (default 64 MiB)")
+    p.add_argument("--decode-timeout", type=_positive_float, default=60.0, metavar="S",
+                   help="an image whose decode and provenance read take longer becomes a "
+                        "`timeout` error row (default 60 s)")
     p.add_argument("--ort-threads", type=_positive_int, default=None, metavar="N",
                    help="ONNX Runtime threads per worker (default: cores / direct workers)")
     p.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
@@ -462,6 +476,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
         backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
+        decode_timeout_s=args.decode_timeout,
         provenance=loaded[1], api=_api_config(args), lease_s=args.lease,
         ack_after_commit=args.ack_after_commit)
     if args.run_id:
@@ -559,6 +574,8 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
+        decode_timeout_s=args.decode_timeout,
+        local_roots=tuple(args.local_root) if args.local_root else None,
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
         api=_api_config(args), dry_run=args.dry_run, provenance=provenance,

@@ -133,3 +133,41 @@ def test_a_jpeg_header_cut_inside_a_segment_is_an_error_not_a_crash():
     with pytest.raises(DecodeError) as e:
         decode_image(b"\xff\xd8\xff\xe0 same broken bytes", SIZE, 10**9)
     assert e.value.error_type in ("truncated", "corrupt")
+
+
+def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(monkeypatch):
+    import time
+
+    from apache_beam.pvalue import TaggedOutput
+
+    from synthsieve.elements import ERRORS, FetchedImage, ImageRef
+    from synthsieve.provenance import ProvenanceOptions
+    from synthsieve.transforms import decode
+
+    # A stand-in for a file built to stall the decoder: decode_image blocks on it.
+    released = __import__("threading").Event()
+    real = decode.decode_image
+
+    def stalling(data, *args, **kwargs):
+        if data.startswith(b"STALL"):
+            released.wait(30)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", stalling)
+    dofn = decode._Decode(None, 10_000_000, "run", ProvenanceOptions(), timeout_s=0.5)
+    dofn.setup()
+    good = encode(photo_like(64, 48), "PNG")
+
+    started = time.perf_counter()
+    [row] = list(dofn.process(FetchedImage(ImageRef("file:///stall", "s"), b"STALL" + good,
+                                           "x")))
+    took = time.perf_counter() - started
+    assert isinstance(row, TaggedOutput) and row.tag == ERRORS
+    assert (row.value["stage"], row.value["error_type"]) == ("decode", "timeout")
+    assert "longer than 0.5 s" in row.value["message"]
+    assert 0.5 <= took < 2.0  # the row came at the limit, not when the decoder gave up
+
+    # the worker goes on: the next image decodes while the stalled one is still stuck
+    [(info, _)] = list(dofn.process(FetchedImage(ImageRef("file:///ok", "ok"), good, "y")))
+    assert (info.width, info.height, info.format) == (64, 48, "PNG")
+    released.set()

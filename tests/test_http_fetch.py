@@ -11,12 +11,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from aiohttp.abc import AbstractResolver
 from corpus import encode, photo_like
 from servers import ImageHttpServer
 
 from synthsieve.cli import main
-from synthsieve.netguard import refusal_reason
-from synthsieve.transforms.fetch_http import retry_after_s, robots_opt_out
+from synthsieve.netguard import GuardedResolver, refusal_reason
+from synthsieve.transforms import fetch_http
+from synthsieve.transforms.fetch_http import (
+    HttpClient,
+    HttpConfig,
+    retry_after_s,
+    robots_opt_out,
+)
 
 LOOPBACK_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -164,3 +171,53 @@ def test_opt_out_and_retry_after_parsing():
     assert retry_after_s("7") == 7.0 and retry_after_s(None) is None
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert retry_after_s("soon") is None
+
+
+class _RebindingResolver(AbstractResolver):
+    """A DNS server under an attacker's control: the name's answer flips between a public
+    address and loopback on every lookup, hoping one is checked and the other connected."""
+
+    def __init__(self):
+        self.answers: list[str] = []
+
+    async def resolve(self, host, port=0, family=socket.AF_INET):
+        answer = "93.184.216.34" if len(self.answers) % 2 == 0 else "127.0.0.1"
+        self.answers.append(answer)
+        return [{"hostname": host, "host": answer, "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self):
+        pass
+
+
+def test_dns_answer_changing_between_lookups_never_reaches_loopback(server, monkeypatch):
+    # Every connection is recorded; a non-loopback one is refused before it is made, as a
+    # closed port would refuse it, so the test never leaves the machine.
+    connected: list[str] = []
+    real_sock_connect = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
+
+    async def sock_connect(self, sock, address):
+        connected.append(address[0])
+        if not any(ipaddress.ip_address(address[0]) in net for net in LOOPBACK_NETS):
+            raise ConnectionRefusedError(f"(test) no route to {address[0]}")
+        return await real_sock_connect(self, sock, address)
+
+    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect",
+                        sock_connect)
+    rebinding = _RebindingResolver()
+    monkeypatch.setattr(fetch_http, "GuardedResolver",
+                        lambda allow: GuardedResolver(allow, base=rebinding))
+    # no DNS cache, so that every retry looks the name up again and meets the other answer
+    cfg = HttpConfig(max_bytes=1 << 20, retries=3, backoff_base_s=0.01, dns_cache_s=0)
+    client = HttpClient(cfg)
+    client.setup()
+    url = f"http://rebind.example:{server.port}/img/good.jpg"
+    result = asyncio.run_coroutine_threadsafe(client.fetcher.fetch(url), client.loop).result(30)
+
+    # attempt 1: public answer, allowed, connected (refused by the stand-in network);
+    # attempt 2: loopback answer, refused by the guard with no connection: the row says so
+    assert rebinding.answers == ["93.184.216.34", "127.0.0.1"]
+    assert connected == ["93.184.216.34"]
+    assert (result.error_type, result.attempts) == ("forbidden_address", 2)
+    assert "127.0.0.1 is a loopback address" in result.message
+    assert server.hits == {}, "the rebound name reached the loopback server"

@@ -40,7 +40,11 @@ def _tables(blobs: dict[str, bytes], table: str) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, tiny_model):
+def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, tiny_model,
+                                                                 tmp_path):
+    # a readable image on the worker's disk that the bucket's manifest names
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(good_and_bad_files()["good.png"][0])
     c = s3.client()
     c.create_bucket(Bucket="corpus")
     files = good_and_bad_files()
@@ -50,7 +54,9 @@ def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, 
     manifest = ("id,uri,caption\n"
                 "m-good,s3://corpus/imgs/good.png,from the manifest\n"
                 "m-missing,s3://corpus/imgs/not-there.jpg,deleted\n"
-                "m-nobucket,s3:///x.jpg,malformed\n")
+                "m-nobucket,s3:///x.jpg,malformed\n"
+                f"m-local,{secret},a worker's local file\n"
+                f"m-file,file://{secret},the same by file://\n")
     c.put_object(Bucket="corpus", Key="lists/m.csv", Body=manifest.encode())
 
     assert main(["-q", "audit", "s3://corpus/imgs/", "s3://corpus/lists/m.csv",
@@ -59,7 +65,7 @@ def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, 
     keys = [o["Key"] for o in c.list_objects_v2(Bucket="corpus", Prefix="out/")["Contents"]]
     blobs = {k: c.get_object(Bucket="corpus", Key=k)["Body"].read() for k in keys}
     scores, errors = _tables(blobs, "scores"), _tables(blobs, "errors")
-    expected_inputs = len(files) + 1 + 3
+    expected_inputs = len(files) + 1 + 5
     assert scores.num_rows + errors.num_rows == expected_inputs
     summary = json.loads(blobs["out/summary.json"])
     assert summary["inputs"] == expected_inputs and summary["accounted_for"]
@@ -70,6 +76,12 @@ def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, 
     assert (errs["not-there.jpg"]["stage"], errs["not-there.jpg"]["error_type"]) == (
         "read", "not_found")
     assert errs["x.jpg"]["error_type"] == "invalid_uri"
+    # a manifest in a bucket may not make the worker read its own disk
+    by_id_err = {r["image_id"]: r for r in errors.to_pylist()}
+    for image_id in ("m-local", "m-file"):
+        row = by_id_err[image_id]
+        assert (row["stage"], row["error_type"]) == ("read", "forbidden_path"), row
+        assert "may not name local files" in row["message"]
     by_id = {r["image_id"]: r for r in scores.to_pylist()}
     assert dict(by_id["m-good"]["extra"]) == {"caption": "from the manifest"}
     assert "s3://corpus/imgs/deeper/again.jpg" in scores.column("uri").to_pylist()

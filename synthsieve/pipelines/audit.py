@@ -32,7 +32,11 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.runners import fuses_stages, local_runner, names_dask
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
-from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.decode import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    DEFAULT_MAX_PIXELS,
+    DecodeImages,
+)
 from synthsieve.transforms.dedupe import ERROR, SCORE, RecordLeaders, SplitDuplicates
 from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.progress import ReportProgress
@@ -58,12 +62,16 @@ class AuditConfig:
     batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    # an image whose decode (and provenance read) takes longer is a `timeout` error row
+    decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
     intra_op_threads: int | None = None
     resume: bool = False
     # "onnx" (the model in model_dir), "none" (read, decode and provenance only: a
     # metadata audit), or a vendor API ("hive"), configured by `api`
     backend: str = "onnx"
     api: ApiConfig | None = None
+    # with roots, a manifest's local paths must resolve inside one of them (see sources.py)
+    local_roots: tuple[str, ...] | None = None
     # rows per committed shard and worker (a run that dies keeps what it committed)
     commit_rows: int = 5000
     # count what a vendor-API run would send (after dedupe and --resume), write nothing
@@ -90,7 +98,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     """Adds the audit's transforms to `p`."""
     fused = fuses_stages(p.options)
     run_id = cfg.run_id
-    sources = ExpandSources(cfg.sources, run_id)
+    sources = ExpandSources(cfg.sources, run_id, local_roots=cfg.local_roots)
     src = p | "Sources" >> sources
     refs, bad_rows = src["refs"], src["errors"]
     if cfg.resume:
@@ -108,7 +116,7 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     validate_only = handler is None or isinstance(handler, RemoteApiModelHandler) or cfg.dry_run
     decoded = split.leaders | "Decode" >> DecodeImages(
         None if validate_only else spec, run_id, max_pixels=cfg.max_pixels,
-        provenance=cfg.provenance)
+        provenance=cfg.provenance, timeout_s=cfg.decode_timeout_s)
     scored = decoded["images"] | "Score" >> score_transform(
         None if cfg.dry_run else handler, spec, run_id)
     # Leaders' rows are remembered for their duplicates, whose rows come out with them.

@@ -47,7 +47,11 @@ from synthsieve.pipelines.relay import AckAfterCommitRelay
 from synthsieve.pipelines.runners import is_local, local_runner
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
-from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
+from synthsieve.transforms.decode import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    DEFAULT_MAX_PIXELS,
+    DecodeImages,
+)
 from synthsieve.transforms.fetch_http import HttpConfig
 from synthsieve.transforms.messages import ParseMessages
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
@@ -71,6 +75,7 @@ class StreamConfig:
     batch_size: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
     intra_op_threads: int | None = None
     http: HttpConfig | None = None
     provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
@@ -123,7 +128,8 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: 
                                                   http=cfg.http, same_uri_once=False)
     decoded = read["images"] | "Decode" >> DecodeImages(
         None if handler is None or isinstance(handler, RemoteApiModelHandler) else spec,
-        run_id, max_pixels=cfg.max_pixels, provenance=cfg.provenance)
+        run_id, max_pixels=cfg.max_pixels, provenance=cfg.provenance,
+        timeout_s=cfg.decode_timeout_s)
     scored = decoded["images"] | "Score" >> score_transform(handler, spec, run_id)
     scores = scored["scores"]
     errors = ((parsed["errors"], read["errors"], decoded["errors"], scored["errors"])

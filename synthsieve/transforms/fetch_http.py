@@ -45,6 +45,9 @@ class HttpConfig:
     max_redirects: int = 5
     allow_private_networks: bool = False
     user_agent: str = USER_AGENT
+    # How long a host's checked addresses are reused (0: look up on every connection). The
+    # cache holds only addresses the guard allowed, so it cannot be rebound either.
+    dns_cache_s: int = 60
 
 
 @dataclass
@@ -123,7 +126,7 @@ class _Loop:
                     connector = aiohttp.TCPConnector(
                         limit=cfg.concurrency, limit_per_host=cfg.per_host,
                         resolver=GuardedResolver(cfg.allow_private_networks),
-                        ttl_dns_cache=60)
+                        use_dns_cache=cfg.dns_cache_s > 0, ttl_dns_cache=cfg.dns_cache_s)
                     return aiohttp.ClientSession(
                         connector=connector, trust_env=False, auto_decompress=True,
                         headers={"User-Agent": cfg.user_agent, "Accept": "image/*,*/*;q=0.5"},

@@ -11,12 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
-from synthsieve.filesystems import use_gcs_emulator_credentials
+from synthsieve.filesystems import open_for_read, use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
 from synthsieve.transforms.fetch_http import HttpClient, HttpConfig, HttpResult
 
@@ -50,8 +48,8 @@ class _ReadResult:
 def read_file(uri: str, max_bytes: int) -> _ReadResult:
     """One object through Beam's FileSystems, capped at max_bytes (+1 to detect overflow)."""
     try:
-        # UNCOMPRESSED: FileSystems would otherwise gunzip a file named *.gz.
-        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        # As stored: FileSystems would otherwise gunzip a file named *.gz.
+        with open_for_read(uri) as f:
             data = f.read(max_bytes + 1)
     except Exception as e:  # every read failure of any filesystem becomes a row
         return _ReadResult(error_type=_classify(e), message=f"cannot read {uri}: {e}")

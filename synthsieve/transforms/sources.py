@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from synthsieve.elements import ERRORS, ImageRef
-from synthsieve.filesystems import use_gcs_emulator_credentials
+from synthsieve.filesystems import is_remote, use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -29,6 +30,12 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # FileSystems reads gs, s3 and local files; http(s) is fetched with aiohttp.
 READABLE_SCHEMES = ("gs", "s3", "file", "http", "https")
 MAX_URI_CHARS = 4096
+# One manifest row (a URI and its extra columns, such as a caption): a longer line or field
+# is that row's error, not a line read whole into memory. LAION rows are under 1 KB.
+MAX_ROW_CHARS = 1 << 20
+# A Parquet row group is read whole: one that would decode to more than this is refused.
+MAX_ROW_GROUP_BYTES = 1 << 30
+csv.field_size_limit(MAX_ROW_CHARS)
 
 
 class SourceError(ValueError):
@@ -150,11 +157,34 @@ class _ListManifests(beam.DoFn):
         yield from iter_matching(pattern)
 
 
+def local_path_refusal(manifest: str, path: str, local_roots: tuple[str, ...] | None
+                       ) -> str | None:
+    """Why a manifest may not make us read local file `path`, or None when it may.
+
+    A manifest in a bucket or on a web server is someone else's file: it may not name files
+    on the machine that reads it (a worker's credentials, /proc), which would end up hashed
+    in the output or uploaded to a vendor's API. A local manifest may, within --local-root
+    when one is given (after `..` and symbolic links are resolved).
+    """
+    if is_remote(manifest):
+        return f"a manifest in remote storage may not name local files ({path})"
+    if local_roots is None:
+        return None
+    real = os.path.realpath(path)
+    for root in local_roots:
+        if os.path.commonpath([real, root]) == root:
+            return None
+    return (f"{path} resolves to {real}, outside --local-root "
+            f"{', '.join(local_roots)}")
+
+
 class _ReadManifest(beam.DoFn):
     """One manifest file -> ImageRefs (and error rows for unusable rows)."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         self._run_id = run_id
+        self._local_roots = (None if local_roots is None else
+                             tuple(os.path.realpath(r) for r in local_roots))
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
@@ -200,6 +230,14 @@ class _ReadManifest(beam.DoFn):
                 uri = FileSystems.join(base, uri)
         elif uri.startswith("file://"):
             uri = uri[len("file://"):]
+        if not is_remote(uri):
+            refusal = local_path_refusal(path, uri, self._local_roots)
+            if refusal:
+                yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+                    image_id=raw_id or image_id_for(uri), uri=uri, stage=STAGE_READ,
+                    error_type="forbidden_path", message=f"{where}: {refusal}",
+                    run_id=self._run_id))
+                return
         yield ImageRef(uri=uri, image_id=raw_id or image_id_for(uri), extra=extra or None)
 
 
@@ -210,21 +248,27 @@ def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] |
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             pf = pq.ParquetFile(fh)
             _check_columns(path, pf.schema_arrow.names)
-            for batch in pf.iter_batches(batch_size=8192):
-                yield from batch.to_pylist()
+            for group in range(pf.metadata.num_row_groups):
+                meta = pf.metadata.row_group(group)
+                if meta.total_byte_size > MAX_ROW_GROUP_BYTES:
+                    yield ValueError(
+                        f"row group {group} ({meta.num_rows} rows) would take "
+                        f"{meta.total_byte_size} bytes, over {MAX_ROW_GROUP_BYTES}; skipped")
+                    continue
+                for batch in pf.iter_batches(batch_size=8192, row_groups=[group]):
+                    yield from batch.to_pylist()
         return
     with FileSystems.open(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
         if fmt == "csv":
-            reader = csv.DictReader(text)
-            _check_columns(path, reader.fieldnames or [])
-            for row in reader:
-                if None in row:  # more fields than the header names
-                    row = {k: v for k, v in row.items() if k is not None}
-                yield row
+            yield from _csv_rows(path, text)
             return
         checked = False
-        for line_number, line in enumerate(text, start=1):
+        for line_number, line in enumerate(_bounded_lines(text), start=1):
+            if line is None:
+                yield ValueError(f"line {line_number} is longer than {MAX_ROW_CHARS} "
+                                 "characters; skipped")
+                continue
             if not line.strip():
                 continue
             try:
@@ -241,6 +285,37 @@ def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] |
                 yield ValueError(f"line {line_number} has neither a 'uri' nor a 'url' field")
                 continue
             yield row
+
+
+def _csv_rows(path: str, text: io.TextIOWrapper) -> Iterator[dict[str, Any] | Exception]:
+    reader = csv.DictReader(text)
+    _check_columns(path, reader.fieldnames or [])
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # a field over MAX_ROW_CHARS: that row, and read on
+            yield ValueError(f"row near line {reader.line_num}: {e}")
+            continue
+        if None in row:  # more fields than the header names
+            row = {k: v for k, v in row.items() if k is not None}
+        yield row
+
+
+def _bounded_lines(text: io.TextIOWrapper) -> Iterator[str | None]:
+    """Lines of at most MAX_ROW_CHARS, and None for each longer one, which is skipped
+    without being held in memory."""
+    while True:
+        line = text.readline(MAX_ROW_CHARS + 1)
+        if not line:
+            return
+        if len(line) <= MAX_ROW_CHARS or line.endswith("\n"):
+            yield line
+            continue
+        while line and not line.endswith("\n"):
+            line = text.readline(MAX_ROW_CHARS)
+        yield None
 
 
 def check_manifest(path: str) -> None:
@@ -266,10 +341,12 @@ class ExpandSources(beam.PTransform):
     reading and decoding parallelise across workers.
     """
 
-    def __init__(self, sources: list[str], run_id: str):
+    def __init__(self, sources: list[str], run_id: str,
+                 local_roots: tuple[str, ...] | None = None):
         super().__init__()
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
+        self._local_roots = local_roots
 
     @property
     def unique_uris(self) -> bool:
@@ -294,7 +371,8 @@ class ExpandSources(beam.PTransform):
             p
             | "ManifestPatterns" >> beam.Create(manifest_patterns)
             | "ListManifests" >> beam.ParDo(_ListManifests())
-            | "ReadManifests" >> beam.ParDo(_ReadManifest(self._run_id)).with_outputs(
+            | "ReadManifests" >> beam.ParDo(
+                _ReadManifest(self._run_id, self._local_roots)).with_outputs(
                 ERRORS, main="refs")
         )
         refs = (
