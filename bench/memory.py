@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -70,13 +71,18 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="synthsieve-memory-bench-"))
     make_corpus(tmp / "corpus", args.images)
-    dirs = sorted(p for p in (tmp / "corpus").iterdir())
-    # A tenth, a half and all of the corpus: the bounded caches (the duplicate rendezvous
-    # keeps up to 20,000 outcomes, writers buffer up to 5,000 rows each) fill up on the way to
-    # a half of 20,000, so the half -> all ratio is the one that shows what still grows.
-    parts = {"tenth": dirs[:max(1, len(dirs) // 10)], "half": dirs[:max(1, len(dirs) // 2)]}
-    runs = {name: audit_peak_rss([str(d) for d in part], tmp / f"out-{name}", args.backend)
-            for name, part in parts.items()}
+    # A tenth, a half and all of the corpus, each audited as one directory so that the three
+    # runs build the same pipeline (several SOURCEs add a group-by-URI). The bounded caches
+    # (the duplicate rendezvous keeps up to 20,000 outcomes, writers buffer up to 5,000 rows
+    # each) fill on the way to a half of 20,000: the half -> all ratio shows what still grows.
+    files = sorted((tmp / "corpus").rglob("*.png"))
+    runs = {}
+    for name, count in (("tenth", len(files) // 10), ("half", len(files) // 2)):
+        part = tmp / name
+        for f in files[:count]:
+            (part / f.parent.name).mkdir(parents=True, exist_ok=True)
+            os.link(f, part / f.parent.name / f.name)
+        runs[name] = audit_peak_rss([str(part)], tmp / f"out-{name}", args.backend)
     runs["all"] = audit_peak_rss([str(tmp / "corpus")], tmp / "out-all", args.backend)
     result = {"backend": args.backend, **runs}
     for small in ("tenth", "half"):

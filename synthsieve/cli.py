@@ -37,8 +37,9 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
             "Score images for being AI-generated. SOURCE is a directory (recursive), a glob, "
             "or a manifest (.csv, .jsonl, .parquet) with a `uri` or `url` column, an optional "
             "`id` column and other columns carried into `extra`. Any other --option is passed "
-            "to Apache Beam (e.g. --runner, --direct_num_workers 2 "
-            "--direct_running_mode multi_processing)."
+            "to Apache Beam (e.g. --direct_num_workers 2 --direct_running_mode "
+            "multi_processing, or --runner DaskRunner [--dask_client_address ADDR] with the "
+            "dask extra)."
         ),
     )
     a.add_argument("sources", nargs="+", metavar="SOURCE")

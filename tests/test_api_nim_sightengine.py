@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,15 @@ def test_rate_limiter_never_exceeds_its_window_and_makes_up_late_sends():
     gaps = times[50:] - times[:-50]
     assert gaps.min() >= 1.0
     assert np.median(gaps) < 1.01 and gaps.max() < 1.1, (np.median(gaps), gaps.max())
+
+
+@pytest.mark.parametrize("api", ["hive", "nim", "sightengine"])
+def test_vendor_emulators_listen_on_loopback_only(api):
+    from servers import free_port, running
+    from test_pubsub_emulator import listening_addresses
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "synthsieve.cli", "emulate", api, "--port", str(port)]
+    with running(cmd, port):
+        # read from the kernel's socket table: nothing but 127.0.0.1 is bound
+        assert listening_addresses(port) == {"127.0.0.1"}

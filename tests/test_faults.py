@@ -91,11 +91,13 @@ def test_2000_images_through_20_percent_faults_each_end_in_exactly_one_row(
     for r in errors:
         assert r["stage"] in ("read", "fetch", "api") and r["message"], r
     assert hive[STATS]["requests"] >= len(scores)
-    print(f"\nfaults injected: s3 {dict(s3_faults.counts)}, urls {dict(url_faults.counts)}, "
-          f"api {dict(api_faults.counts)}; scored {len(scores)}, error rows "
-          f"{dict(Counter((r['stage'], r['error_type']) for r in errors))}")
 
     # the API key never reaches a log line, the console or an output file
     written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert KEY.encode() not in written
     assert KEY not in caplog.text and KEY not in capsys.readouterr().out
+    with capsys.disabled():  # the figures, for pytest -s
+        print(f"\nfaults injected: s3 {dict(s3_faults.counts)}, urls {dict(url_faults.counts)}, "
+              f"api {dict(api_faults.counts)}; scored {len(scores)}, error rows "
+              f"{dict(Counter((r['stage'], r['error_type']) for r in errors))}, "
+              f"wall {summary['wall_s']} s")
