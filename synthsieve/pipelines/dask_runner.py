@@ -223,12 +223,14 @@ class DaskRunnerResult(PipelineResult):
 
         try:
             timeout = duration / 1000 if duration is not None else None
-            for _ in ddist.as_completed([*self._leaves, self._metrics_future],
-                                        timeout=timeout, with_results=True):
-                pass  # gathering raises a worker's exception here
-            for n, updates in enumerate(self._metrics_future.result()):
-                self._metrics.commit_logical(n, updates)
-                self._metrics.commit_physical(n, updates)
+            # Gathering raises a worker's exception here. The metrics are taken as they come:
+            # asking the future again later can wait forever for a key already released.
+            for future, value in ddist.as_completed([*self._leaves, self._metrics_future],
+                                                    timeout=timeout, with_results=True):
+                if future is self._metrics_future:
+                    for n, updates in enumerate(value):
+                        self._metrics.commit_logical(n, updates)
+                        self._metrics.commit_physical(n, updates)
             self._state = PipelineState.DONE
         except Exception:
             self._state = PipelineState.FAILED
