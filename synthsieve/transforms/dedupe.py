@@ -21,6 +21,7 @@ whose leader's row this process has not seen is scored itself.
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -54,8 +55,9 @@ class Follower:
 @dataclass
 class _RunState:
     seen: OrderedDict[str, str] = field(default_factory=OrderedDict)  # sha256 -> leader id
-    outcomes: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
-        default_factory=OrderedDict)  # leader id -> (score | error, its columns)
+    # leader id -> (score | error, its columns pickled): a row's columns as Python objects
+    # take a few KB (provenance dicts); pickled, about a third, and only a follower unpickles
+    outcomes: OrderedDict[str, tuple[str, bytes]] = field(default_factory=OrderedDict)
     in_flight: set[str] = field(default_factory=set)
     waiting: dict[str, list[Follower]] = field(default_factory=dict)
 
@@ -132,7 +134,8 @@ class SplitDuplicates(beam.DoFn):
             return
         self._followers.inc()
         if outcome is not None:
-            kind, row = follower_row(follower, *outcome, self._run_id)
+            kind, row = follower_row(follower, outcome[0], pickle.loads(outcome[1]),
+                                     self._run_id)
             yield beam.pvalue.TaggedOutput(
                 self.FOLLOWER_SCORES if kind == SCORE else ERRORS, row)
 
@@ -153,7 +156,7 @@ class RecordLeaders(beam.DoFn):
             state = _Rendezvous.state(self._run_id)
             if image_id in state.in_flight:
                 state.in_flight.discard(image_id)
-                state.outcomes[image_id] = (self._kind, columns)
+                state.outcomes[image_id] = (self._kind, pickle.dumps(columns, protocol=5))
                 if len(state.outcomes) > MAX_ROWS:
                     state.outcomes.popitem(last=False)
                 waiting = state.waiting.pop(image_id, [])

@@ -30,6 +30,7 @@ from synthsieve.transforms import commits
 
 SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
+ROWS_PER_BATCH = 256  # rows a writer converts to one Arrow batch while it waits to commit
 
 
 def shard_name(run_id: str, digest: str) -> str:
@@ -67,35 +68,50 @@ class _WriteShards(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._rows: list[dict[str, Any]] = []
+        # Rows wait for their commit as Arrow batches: a row as a Python dict takes several
+        # KB (bench/memory.py), the same row in columns a fraction of that.
+        self._batches: list[pa.RecordBatch] = []
+        self._pending = 0
         self._since = time.monotonic()
 
     def process(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
-        if (len(self._rows) >= self._commit_rows
+        self._pending += 1
+        if len(self._rows) >= ROWS_PER_BATCH:
+            self._to_batch()
+        if (self._pending >= self._commit_rows
                 or time.monotonic() - self._since >= self._commit_s):
             self._commit()
 
     def finish_bundle(self) -> None:
         self._commit()
 
+    def _to_batch(self) -> None:
+        if self._rows:
+            self._batches.append(pa.RecordBatch.from_pylist(self._rows, schema=self._schema))
+            self._rows = []
+
     def _commit(self) -> None:
-        rows, self._rows = self._rows, []
+        self._to_batch()
+        batches, self._batches, self._pending = self._batches, [], 0
         self._since = time.monotonic()
-        if rows:
-            write_shard(self._dir, self._run_id, self._schema, rows)
+        if batches:
+            write_shard(self._dir, self._run_id, self._schema,
+                        pa.Table.from_batches(batches, schema=self._schema))
             self._shards.inc()
 
 
 def write_shard(directory: str, run_id: str, schema: pa.Schema,
-                rows: list[dict[str, Any]]) -> str:
+                rows: list[dict[str, Any]] | pa.Table) -> str:
     """Writes rows as one Parquet shard: a temporary name, then a rename. Returns its path."""
-    ids = "\n".join(sorted(str(r.get("image_id")) for r in rows))
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+    ids = "\n".join(sorted(str(i) for i in table.column("image_id").to_pylist()))
     digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
     name = shard_name(run_id, digest)
     final = FileSystems.join(directory, name)
     temp = FileSystems.join(directory, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
     buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf, compression="zstd")
+    pq.write_table(table, buf, compression="zstd")
     with FileSystems.create(temp) as fh:
         fh.write(buf.getvalue())
     # A retried bundle has the same rows, so the same name: the rename replaces it.
