@@ -445,6 +445,9 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
                    default=None,
                    help="DirectRunner: let the runner acknowledge on pull (faster, loses "
                         "what is in flight when the job stops)")
+    a.add_argument("--local-root", action="append", default=None, metavar="DIR",
+                   help="a message may name a local file (file://) only under DIR "
+                        "(repeatable; after `..` and symbolic links are resolved)")
     _scoring_arguments(a)
     _http_arguments(a)
     _api_arguments(a)
@@ -478,6 +481,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
         decode_timeout_s=args.decode_timeout,
+        local_roots=tuple(args.local_root) if args.local_root else None,
         provenance=loaded[1], api=_api_config(args), lease_s=args.lease,
         ack_after_commit=args.ack_after_commit)
     if args.run_id:

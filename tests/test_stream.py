@@ -283,3 +283,31 @@ def test_a_job_killed_mid_stream_loses_nothing_on_restart(tmp_path, pubsub, tiny
     assert set(_uris_written(out)) == expected, "every reference at least once"
     # at least once: only what was in flight at the kill may have been written twice
     assert len(_uris_written(out)) - len(expected) <= 120 - written_before
+
+
+def test_local_root_fences_the_local_files_a_message_may_name(tmp_path):
+    from types import SimpleNamespace
+
+    from apache_beam.pvalue import TaggedOutput
+
+    from synthsieve.transforms.messages import _Parse
+
+    root = tmp_path / "incoming"
+    root.mkdir()
+    (root / "link.png").symlink_to("/etc/hostname")
+    parse = _Parse("r", local_roots=(str(root),))
+
+    def outcome(data: bytes):
+        [out] = list(parse.process(SimpleNamespace(data=data, attributes={}, message_id="1")))
+        return out.value if isinstance(out, TaggedOutput) else out
+
+    assert outcome(f"file://{root}/a.png".encode()).uri == f"{root}/a.png"
+    assert outcome(b"gs://b/x.png").uri == "gs://b/x.png"  # not a local file
+    for data in (b"file:///etc/passwd", f"file://{root}/../secret.png".encode(),
+                 f"file://{root}/link.png".encode()):
+        row = outcome(data)
+        assert (row["stage"], row["error_type"]) == ("read", "forbidden_path"), data
+        assert "outside --local-root" in row["message"]
+    # without roots the subscription is trusted, as a local manifest is
+    assert _Parse("r").process(SimpleNamespace(data=b"file:///etc/passwd", attributes={},
+                                                message_id="2")).__next__().uri == "/etc/passwd"

@@ -76,6 +76,8 @@ class StreamConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
+    # with roots, a message may name only local files inside them (see transforms/messages)
+    local_roots: tuple[str, ...] | None = None
     intra_op_threads: int | None = None
     http: HttpConfig | None = None
     provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
@@ -123,7 +125,7 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: 
     run_id = cfg.run_id
     messages = p | "ReadPubSub" >> ReadFromPubSub(subscription=subscription or cfg.subscription,
                                                   with_attributes=True)
-    parsed = messages | "Parse" >> ParseMessages(run_id)
+    parsed = messages | "Parse" >> ParseMessages(run_id, local_roots=cfg.local_roots)
     read = parsed["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
                                                   http=cfg.http, same_uri_once=False)
     decoded = read["images"] | "Decode" >> DecodeImages(

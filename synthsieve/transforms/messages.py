@@ -10,14 +10,16 @@ the same ImageRef the batch audit uses. A message that is neither is an error ro
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 
 from synthsieve.elements import ERRORS, ImageRef
+from synthsieve.filesystems import is_remote
 from synthsieve.schema import STAGE_READ, error_row
-from synthsieve.transforms.sources import image_id_for, validate_uri
+from synthsieve.transforms.sources import image_id_for, outside_local_roots, validate_uri
 
 FINALIZE = "OBJECT_FINALIZE"
 MAX_DATA_BYTES = 8192
@@ -90,8 +92,10 @@ def parse_message(data: bytes, attrs: dict[str, str], message_id: str | None,
 
 
 class _Parse(beam.DoFn):
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         self._run_id = run_id
+        self._local_roots = (None if local_roots is None else
+                             tuple(os.path.realpath(r) for r in local_roots))
         self._inputs = beam.metrics.Metrics.counter("synthsieve", "inputs")
 
     def process(self, message: Any) -> Iterable[Any]:
@@ -101,6 +105,13 @@ class _Parse(beam.DoFn):
         message_id = attrs.pop(MESSAGE_ID_ATTRIBUTE, None) or getattr(message, "message_id",
                                                                       None)
         parsed = parse_message(bytes(message.data or b""), attrs, message_id, self._run_id)
+        if isinstance(parsed, ImageRef) and not is_remote(parsed.uri):
+            refusal = outside_local_roots(parsed.uri, self._local_roots)
+            if refusal:
+                parsed = error_row(image_id=parsed.image_id, uri=parsed.uri, stage=STAGE_READ,
+                                   error_type="forbidden_path",
+                                   message=f"pubsub:{message_id}: {refusal}",
+                                   run_id=self._run_id)
         if isinstance(parsed, ImageRef):
             yield parsed
         else:
@@ -108,13 +119,16 @@ class _Parse(beam.DoFn):
 
 
 class ParseMessages(beam.PTransform):
-    """PubsubMessage -> {'refs': ImageRef, 'errors': error rows}."""
+    """PubsubMessage -> {'refs': ImageRef, 'errors': error rows}. With `local_roots`, a
+    message naming a local file outside them is a `forbidden_path` error row."""
 
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         super().__init__()
         self._run_id = run_id
+        self._local_roots = local_roots
 
     def expand(self, messages: beam.PCollection) -> dict[str, beam.PCollection]:
-        out = messages | "Parse" >> beam.ParDo(_Parse(self._run_id)).with_outputs(
+        out = messages | "Parse" >> beam.ParDo(
+            _Parse(self._run_id, self._local_roots)).with_outputs(
             ERRORS, main="refs")
         return {"refs": out.refs, "errors": out[ERRORS]}

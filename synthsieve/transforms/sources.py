@@ -168,6 +168,12 @@ def local_path_refusal(manifest: str, path: str, local_roots: tuple[str, ...] | 
     """
     if is_remote(manifest):
         return f"a manifest in remote storage may not name local files ({path})"
+    return outside_local_roots(path, local_roots)
+
+
+def outside_local_roots(path: str, local_roots: tuple[str, ...] | None) -> str | None:
+    """Why local file `path` lies outside the (resolved) --local-root directories, or None
+    when it lies inside one, or when no roots are set."""
     if local_roots is None:
         return None
     real = os.path.realpath(path)
