@@ -55,8 +55,9 @@ class Follower:
 @dataclass
 class _RunState:
     seen: OrderedDict[str, str] = field(default_factory=OrderedDict)  # sha256 -> leader id
-    # leader id -> (score | error, its columns pickled): a row's columns as Python objects
-    # take a few KB (provenance dicts); pickled, about a third, and only a follower unpickles
+    # leader id -> (score | error, its columns pickled): a score row's columns take 2.7 KB as
+    # Python objects and 0.45 KB pickled (measured on bench/memory.py's rows); only a
+    # follower unpickles them
     outcomes: OrderedDict[str, tuple[str, bytes]] = field(default_factory=OrderedDict)
     in_flight: set[str] = field(default_factory=set)
     waiting: dict[str, list[Follower]] = field(default_factory=dict)
