@@ -50,3 +50,28 @@ def test_classify_source(tmp_path):
     assert sources.classify_source("gs://b/lists/*.csv.gz") == ("manifest", "gs://b/lists/*.csv.gz")
     assert sources.classify_source("s3://b/photos/") == ("files", "s3://b/photos/**")
     assert sources.classify_source(str(tmp_path / "x.jpg"))[0] == "files"
+
+
+def test_a_directory_split_by_subdirectory_lists_exactly_what_the_recursive_listing_does(
+        tmp_path):
+    from synthsieve.transforms.sources import iter_matching, split_directory
+
+    root = tmp_path / "ds"
+    for sub in ("00000", "00001", "00002/deeper"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "img.png").write_bytes(b"x")
+    (root / "top.png").write_bytes(b"x")
+    (root / "link.png").symlink_to(root / "top.png")
+    (root / "linked-dir").symlink_to(root / "00000")  # not followed, by either listing
+    recursive = f"{root}/**"
+    parts = split_directory(recursive)
+    assert parts == [f"{root}/*", f"{root}/00000/**", f"{root}/00001/**", f"{root}/00002/**"]
+    split = [uri for p in parts for uri in iter_matching(p)]
+    assert len(split) == len(set(split))
+    assert sorted(split) == sorted(iter_matching(recursive))
+    assert len(split) == 5
+
+    flat = tmp_path / "flat"
+    (flat / "only").mkdir(parents=True)
+    assert split_directory(f"{flat}/**") is None  # one subdirectory: nothing to spread
+    assert split_directory("s3://bucket/prefix/**") is None

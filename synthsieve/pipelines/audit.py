@@ -29,7 +29,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_int
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.runners import fuses_stages, local_runner, names_dask
+from synthsieve.pipelines.runners import fuses_stages, is_local, local_runner, names_dask
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import (
@@ -98,7 +98,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
     """Adds the audit's transforms to `p`."""
     fused = fuses_stages(p.options)
     run_id = cfg.run_id
-    sources = ExpandSources(cfg.sources, run_id, local_roots=cfg.local_roots)
+    sources = ExpandSources(cfg.sources, run_id, local_roots=cfg.local_roots,
+                            local_runner=is_local(p.options))
     src = p | "Sources" >> sources
     refs, bad_rows = src["refs"], src["errors"]
     if cfg.resume:

@@ -84,6 +84,22 @@ def classify_source(source: str) -> tuple[str, str]:
     raise SourceError(f"{source} is not a file, directory, glob or manifest")
 
 
+def split_directory(pattern: str) -> list[str] | None:
+    """A local directory's recursive pattern as disjoint patterns: one per subdirectory and
+    one for the files at its top; None when it has fewer than two subdirectories (nothing
+    to spread) or is not a local directory pattern."""
+    if "://" in pattern or not pattern.endswith("/**"):
+        return None
+    root = pattern[:-3]
+    if _GLOB_CHARS.search(root) or not Path(root).is_dir():
+        return None
+    # Symbolic links are not followed, as the recursive listing does not follow them.
+    subdirs = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    if len(subdirs) < 2:
+        return None
+    return [f"{root}/*", *(f"{d}/**" for d in subdirs)]
+
+
 def iter_matching(pattern: str) -> Iterator[str]:
     """Yields paths matching a glob one at a time.
 
@@ -91,6 +107,15 @@ def iter_matching(pattern: str) -> Iterator[str]:
     objects that is the corpus in memory, so walk the filesystem's own lazy listing and
     filter it with Beam's own glob translation instead.
     """
+    top = pattern[:-2]
+    if ("://" not in pattern and pattern.endswith("/*") and not _GLOB_CHARS.search(top)
+            and Path(top).is_dir()):
+        # a local directory's own files (split_directory's first pattern): one scandir
+        # instead of a walk of the whole tree filtered down to its top
+        for entry in sorted(os.scandir(top), key=lambda e: e.name):
+            if not entry.is_dir():  # as os.walk sorts them: links to files are files
+                yield entry.path
+        return
     fs = FileSystems.get_filesystem(pattern)
     if not _GLOB_CHARS.search(pattern):
         if fs.exists(pattern):
@@ -348,11 +373,16 @@ class ExpandSources(beam.PTransform):
     """
 
     def __init__(self, sources: list[str], run_id: str,
-                 local_roots: tuple[str, ...] | None = None):
+                 local_roots: tuple[str, ...] | None = None, local_runner: bool = False):
         super().__init__()
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
         self._local_roots = local_roots
+        # A local directory with subdirectories, on the local runner, is listed as one
+        # pattern per subdirectory, which the runner spreads over its threads: no Reshuffle,
+        # which would hold every ref in memory (about 3 KB each, bench/memory.py).
+        self._by_subdirectory = (split_directory(self._sources[0][1])
+                                 if local_runner and self.unique_uris else None)
 
     @property
     def unique_uris(self) -> bool:
@@ -364,6 +394,11 @@ class ExpandSources(beam.PTransform):
         file_patterns = [p for kind, p in self._sources if kind == "files"]
         manifest_patterns = [p for kind, p in self._sources if kind == "manifest"]
         p = pbegin.pipeline
+        if self._by_subdirectory:
+            return {"refs": (p
+                             | "FilePatterns" >> beam.Create(self._by_subdirectory)
+                             | "ListFiles" >> beam.ParDo(_ListFiles())),
+                    "errors": p | "NoManifestErrors" >> beam.Create([])}
         from_files = (
             p
             | "FilePatterns" >> beam.Create(file_patterns)
