@@ -29,6 +29,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _local_roots(args: argparse.Namespace) -> tuple[str, ...] | None:
+    return tuple(args.local_root) if args.local_root else None
+
+
 def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
         "audit",
@@ -481,7 +485,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
         decode_timeout_s=args.decode_timeout,
-        local_roots=tuple(args.local_root) if args.local_root else None,
+        local_roots=_local_roots(args),
         provenance=loaded[1], api=_api_config(args), lease_s=args.lease,
         ack_after_commit=args.ack_after_commit)
     if args.run_id:
@@ -580,7 +584,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         decode_timeout_s=args.decode_timeout,
-        local_roots=tuple(args.local_root) if args.local_root else None,
+        local_roots=_local_roots(args),
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
         api=_api_config(args), dry_run=args.dry_run, provenance=provenance,

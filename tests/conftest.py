@@ -75,6 +75,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def cloud_env(monkeypatch):
+    """Cloud SDKs kept on loopback: fake keys, no instance-metadata probes."""
+    from servers import CLOUD_ENV
+
+    for k, v in CLOUD_ENV.items():
+        monkeypatch.setenv(k, v)
+
+
 @pytest.fixture()
 def pubsub_emulator(monkeypatch):
     """Our Pub/Sub emulator on 127.0.0.1, reached as Google's is: PUBSUB_EMULATOR_HOST."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -238,3 +239,26 @@ def serve_app(app, port: int | None = None) -> Iterator[str]:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses something listens on at `port`, read from the kernel's socket table
+    (no connection is made)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if int(hex_port, 16) != port or state != "0A":  # 0A: LISTEN
+                    continue
+                if len(address) == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
+                else:  # four little-endian 32-bit words
+                    raw = bytes.fromhex(address)
+                    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1]
+                                                        for i in range(0, 16, 4)))
+                    found.add(str(ip.ipv4_mapped or ip))
+    return found

@@ -6,10 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from corpus import encode, good_and_bad_files, photo_like
+from outputs import rows
 from servers import serve_app
 
 from synthsieve.cli import main
@@ -17,11 +16,6 @@ from synthsieve.emulators.hive import PATH, STATS, Faults, expected_scores, make
 from synthsieve.inference.remote.hive import map_hive_output
 
 KEY = "hive-test-key-7f3a9c0e21"
-
-
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
 
 
 def _corpus(root: Path, n_extra: int = 0) -> dict[str, bytes]:
@@ -48,8 +42,8 @@ def test_hive_scores_map_into_the_schema_and_bad_files_are_never_sent(tmp_path, 
     out = tmp_path / "out"
     with serve_app(app) as url:
         assert _audit(tmp_path / "imgs", out, url, "--api-rate", "200") == 0
-    scores = {Path(r["uri"]).name: r for r in _rows(out, "scores")}
-    errors = {Path(r["uri"]).name: r for r in _rows(out, "errors")}
+    scores = {Path(r["uri"]).name: r for r in rows(out, "scores")}
+    errors = {Path(r["uri"]).name: r for r in rows(out, "errors")}
     assert len(scores) + len(errors) == len(files)
     assert app[STATS]["requests"] == len(scores)  # decode errors cost no request
     for name, row in scores.items():
@@ -78,7 +72,7 @@ def test_every_image_ends_scored_through_429s_5xx_and_malformed_answers(tmp_path
     with serve_app(app) as url:
         assert _audit(tmp_path / "imgs", out, url, "--api-rate", "40",
                       "--api-retries", "10") == 0
-    scores, errors = _rows(out, "scores"), _rows(out, "errors")
+    scores, errors = rows(out, "scores"), rows(out, "errors")
     assert len(scores) + len(errors) == len(files)
     assert all(e["stage"] == "decode" or e["stage"] == "read" for e in errors), errors
     stats = app[STATS]
@@ -96,7 +90,7 @@ def test_an_input_the_api_refuses_is_an_error_row_not_retried(tmp_path, monkeypa
     out = tmp_path / "out"
     with serve_app(app) as url:
         assert _audit(d, out, url) == 0
-    [err] = _rows(out, "errors")
+    [err] = rows(out, "errors")
     assert (err["stage"], err["error_type"], err["attempts"]) == ("api", "http_400", 1)
     assert "larger than 20000 bytes" in err["message"]
     assert app[STATS]["requests"] == 2
@@ -114,7 +108,7 @@ def test_a_rejected_key_stops_the_job_with_a_clear_message(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "HTTP 401" in err and "check the API key" in err
     assert "not-the-key-55aa" not in err
-    assert not _rows(tmp_path / "out", "errors")  # no corpus of error rows
+    assert not rows(tmp_path / "out", "errors")  # no corpus of error rows
     monkeypatch.delenv("HIVE_API_KEY")
     assert _audit(d, tmp_path / "out2", "http://127.0.0.1:9") == 3
     assert "HIVE_API_KEY not set" in capsys.readouterr().err

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from corpus import encode, photo_like
+from outputs import rows
 from PIL import Image
 from servers import ImageHttpServer, serve_app
 
@@ -20,11 +19,6 @@ from synthsieve.emulators.common import STATS, Faults, expected_scores
 
 KEY = "nvapi-test-0c1d2e3f4a5b"
 USER, SECRET = "se-user-123", "se-secret-9f8e7d6c"
-
-
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
 
 
 def _images(root: Path) -> dict[str, bytes]:
@@ -49,7 +43,7 @@ def test_nim_inline_and_asset_flow_and_format_re_encoding(tmp_path, monkeypatch,
     with serve_app(app) as url:
         assert main(["-q", "audit", str(tmp_path / "imgs"), "--out", str(out), "--backend",
                      "nim", "--api-url", url + nim.INVOKE_PATH, "--api-rate", "100"]) == 0
-    scores = {Path(r["uri"]).name: r for r in _rows(out, "scores")}
+    scores = {Path(r["uri"]).name: r for r in rows(out, "scores")}
     assert set(scores) == {"small.jpg", "small.webp", "large.png"}
     for name in ("small.jpg", "large.png"):  # sent as they are
         assert scores[name]["ai_generated"] == pytest.approx(expected_scores(files[name])[0])
@@ -58,7 +52,7 @@ def test_nim_inline_and_asset_flow_and_format_re_encoding(tmp_path, monkeypatch,
     for r in scores.values():
         assert r["model"].startswith("nvidia-nim") and r["backend"] == "nim"
         assert sum(dict(r["source_scores"]).values()) == pytest.approx(1.0)
-    assert [e["stage"] for e in _rows(out, "errors")] == ["decode"]
+    assert [e["stage"] for e in rows(out, "errors")] == ["decode"]
     assert KEY not in capsys.readouterr().out
 
 
@@ -71,7 +65,7 @@ def test_sightengine_multipart_and_url_form(tmp_path, monkeypatch):
     with serve_app(app) as url:
         assert main(["-q", "audit", str(tmp_path / "imgs"), "--out", str(out), "--backend",
                      "sightengine", "--api-url", url + sightengine.PATH]) == 0
-        scores = {Path(r["uri"]).name: r for r in _rows(out, "scores")}
+        scores = {Path(r["uri"]).name: r for r in rows(out, "scores")}
         for name, row in scores.items():
             assert row["ai_generated"] == pytest.approx(expected_scores(files[name])[0],
                                                         abs=1e-5)
@@ -85,7 +79,7 @@ def test_sightengine_multipart_and_url_form(tmp_path, monkeypatch):
             assert main(["-q", "audit", str(manifest), "--out", str(out2), "--backend",
                          "sightengine", "--api-url", url + sightengine.PATH,
                          "--allow-private-networks", "--api-send-urls", "always"]) == 0
-            [row] = _rows(out2, "scores")
+            [row] = rows(out2, "scores")
             assert srv.hits["/img/a.jpg"] == 2  # once by synthsieve, once by "Sightengine"
             assert row["ai_generated"] == pytest.approx(
                 expected_scores(files["small.jpg"])[0], abs=1e-5)
@@ -113,10 +107,10 @@ def test_max_requests_stops_sending_and_dry_run_counts(tmp_path, monkeypatch, ca
         assert main(["-q", "audit", str(d), "--out", str(out), *api,
                      "--max-requests", "5"]) == 0
     assert app[STATS]["requests"] == 5
-    errors = [e for e in _rows(out, "errors") if e["error_type"] == "max_requests_reached"
+    errors = [e for e in rows(out, "errors") if e["error_type"] == "max_requests_reached"
               and not e["message"].startswith("identical bytes")]  # dup.png may copy one
     assert len(errors) == 3 and all("--max-requests 5" in e["message"] for e in errors)
-    assert len(_rows(out, "scores")) + len(_rows(out, "errors")) == 10
+    assert len(rows(out, "scores")) + len(rows(out, "errors")) == 10
 
 
 def test_rate_limiter_never_exceeds_its_window_and_makes_up_late_sends():
@@ -151,8 +145,7 @@ def test_rate_limiter_never_exceeds_its_window_and_makes_up_late_sends():
 
 @pytest.mark.parametrize("api", ["hive", "nim", "sightengine"])
 def test_vendor_emulators_listen_on_loopback_only(api):
-    from servers import free_port, running
-    from test_pubsub_emulator import listening_addresses
+    from servers import free_port, listening_addresses, running
 
     port = free_port()
     cmd = [sys.executable, "-m", "synthsieve.cli", "emulate", api, "--port", str(port)]

@@ -6,10 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from corpus import noise_png, write_corpus
+from outputs import table
 
 from synthsieve.cli import main
 
@@ -19,17 +18,13 @@ SCORE_COLUMNS = ("image_id", "uri", "sha256", "width", "height", "format", "verd
                  "evidence_verdict", "provenance_source")
 
 
-def _table(out: Path, name: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(f) for f in sorted((out / name).glob("*.parquet"))])
-
-
 def _rows(out: Path) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """image_id -> what an image's row says, for scores and errors (not timings or notes
     such as 'identical bytes to ...', which depend on which copy a worker met first)."""
     scores = {r["image_id"]: (*(r[c] for c in SCORE_COLUMNS), round(r["ai_generated"], 5))
-              for r in _table(out, "scores").to_pylist()}
+              for r in table(out, "scores").to_pylist()}
     errors = {r["image_id"]: (r["uri"], r["stage"], r["error_type"])
-              for r in _table(out, "errors").to_pylist()}
+              for r in table(out, "errors").to_pylist()}
     return scores, errors
 
 

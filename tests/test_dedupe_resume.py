@@ -7,18 +7,12 @@ import io
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from corpus import encode, photo_like
+from outputs import rows
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from synthsieve.cli import main
-
-
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
 
 
 def test_identical_bytes_are_scored_once_but_every_input_gets_a_row(tmp_path, tiny_model):
@@ -38,8 +32,8 @@ def test_identical_bytes_are_scored_once_but_every_input_gets_a_row(tmp_path, ti
         (d / f"broken{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 same broken bytes")
     out = tmp_path / "out"
     assert main(["-q", "audit", str(d), "--out", str(out), "--model", str(tiny_model)]) == 0
-    scores = {Path(r["uri"]).name: r for r in _rows(out, "scores")}
-    errors = {Path(r["uri"]).name: r for r in _rows(out, "errors")}
+    scores = {Path(r["uri"]).name: r for r in rows(out, "scores")}
+    errors = {Path(r["uri"]).name: r for r in rows(out, "errors")}
     assert sorted(scores) == ["copy0.png", "copy1.png", "copy2.png", "copy3.png", "copy4.png",
                               "other.png"]
     copies = [scores[f"copy{i}.png"] for i in range(5)]
@@ -59,12 +53,12 @@ def test_identical_bytes_are_scored_once_but_every_input_gets_a_row(tmp_path, ti
 def test_resume_does_only_the_rest_and_writes_nothing_twice(tmp_path, tiny_model):
     d = tmp_path / "imgs"
     d.mkdir()
-    rows = []
+    listed = []
     for i in range(8):
         path = d / f"{i}.png"
         path.write_bytes(encode(photo_like(40, 40, seed=i), "PNG") if i != 3 else b"junk")
-        rows.append({"id": f"img{i}", "uri": str(path)})
-    rows.append({"id": "bad-row", "uri": ""})
+        listed.append({"id": f"img{i}", "uri": str(path)})
+    listed.append({"id": "bad-row", "uri": ""})
 
     def manifest(name: str, subset: list[dict]) -> str:
         path = tmp_path / name
@@ -77,21 +71,21 @@ def test_resume_does_only_the_rest_and_writes_nothing_twice(tmp_path, tiny_model
     out = tmp_path / "out"
     # The first run got through half of the corpus (as a run that failed part-way would
     # have committed), including the broken file and the bad manifest row.
-    first = manifest("first.csv", rows[:4] + rows[-1:])
+    first = manifest("first.csv", listed[:4] + listed[-1:])
     assert main(["-q", "audit", first, "--out", str(out), "--model", str(tiny_model)]) == 0
-    everything = manifest("all.csv", rows)
+    everything = manifest("all.csv", listed)
     assert main(["-q", "audit", everything, "--out", str(out), "--model", str(tiny_model),
                  "--resume"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == 4 and summary["skipped_by_resume"] == 5
-    ids = [r["image_id"] for r in _rows(out, "scores") + _rows(out, "errors")]
-    assert sorted(ids) == sorted(r["id"] for r in rows), "missing or duplicated rows"
+    ids = [r["image_id"] for r in rows(out, "scores") + rows(out, "errors")]
+    assert sorted(ids) == sorted(r["id"] for r in listed), "missing or duplicated rows"
     # A third run has nothing left to do.
     assert main(["-q", "audit", everything, "--out", str(out), "--model", str(tiny_model),
                  "--resume"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["inputs"], summary["scores"], summary["errors"]) == (0, 0, 0)
-    assert len(_rows(out, "scores") + _rows(out, "errors")) == len(rows)
+    assert len(rows(out, "scores") + rows(out, "errors")) == len(listed)
 
 
 def test_kill_9_mid_run_then_resume_gives_every_input_exactly_once(tmp_path, tiny_model):
@@ -121,12 +115,12 @@ def test_kill_9_mid_run_then_resume_gives_every_input_exactly_once(tmp_path, tin
     if killed:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    committed = len(_rows(out, "scores") + _rows(out, "errors"))
+    committed = len(rows(out, "scores") + rows(out, "errors"))
     print(f"killed={killed}: {committed} of {n} rows committed before the kill")
     assert main(["-q", "audit", str(d), "--out", str(out), "--model", str(tiny_model),
                  "--resume"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    ids = [r["image_id"] for r in _rows(out, "scores") + _rows(out, "errors")]
+    ids = [r["image_id"] for r in rows(out, "scores") + rows(out, "errors")]
     assert len(ids) == len(set(ids)) == n, "lost or duplicated rows after kill -9 + resume"
     assert summary["skipped_by_resume"] == committed
     if killed:

@@ -12,31 +12,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
 from corpus import noise_png
 from faultproxy import FAULTS, FaultPlan, fault_proxy
-from servers import CLOUD_ENV, ImageHttpServer, s3_server, serve_app
+from outputs import rows
+from servers import ImageHttpServer, s3_server, serve_app
 
 from synthsieve.cli import main
 from synthsieve.emulators.hive import PATH, STATS, Faults, make_app
 
 KEY = "hive-fault-key-41d0c9b7e2"
 N_S3, N_URL = 1000, 1000
-
-
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
-
-
-@pytest.fixture
-def cloud_env(monkeypatch):
-    for k, v in CLOUD_ENV.items():
-        monkeypatch.setenv(k, v)
 
 
 def test_2000_images_through_20_percent_faults_each_end_in_exactly_one_row(
@@ -70,7 +56,7 @@ def test_2000_images_through_20_percent_faults_each_end_in_exactly_one_row(
                    "--s3_endpoint_url", s3_proxy, "--s3_region_name", "us-east-1",
                    "--s3_access_key_id", "testing", "--s3_secret_access_key", "testing"])
 
-    scores, errors = _rows(out, "scores"), _rows(out, "errors")
+    scores, errors = rows(out, "scores"), rows(out, "errors")
     ids = [r["image_id"] for r in scores] + [r["image_id"] for r in errors]
     uris = {r["uri"] for r in scores} | {r["uri"] for r in errors}
     assert len(ids) == len(set(ids)) == N_S3 + N_URL, "an image was lost or written twice"

@@ -8,11 +8,10 @@ import json
 import socket
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from aiohttp.abc import AbstractResolver
 from corpus import encode, photo_like
+from outputs import rows
 from servers import ImageHttpServer
 
 from synthsieve.cli import main
@@ -71,11 +70,6 @@ def server():
         yield srv
 
 
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
-
-
 def _manifest(tmp_path: Path, urls: list[tuple[str, str]]) -> Path:
     path = tmp_path / "urls.jsonl"
     path.write_text("".join(json.dumps({"id": i, "url": u, "caption": f"c-{i}"}) + "\n"
@@ -96,8 +90,8 @@ def test_url_manifest_retries_caps_and_records_status_and_opt_out(tmp_path, tiny
     assert main(["-q", "audit", str(_manifest(tmp_path, urls)), "--out", str(out),
                  "--model", str(tiny_model), "--allow-private-networks", "--max-bytes",
                  "1000000", "--http-retries", "2", "--http-timeout", "1"]) == 0
-    scores = {r["image_id"]: r for r in _rows(out, "scores")}
-    errors = {r["image_id"]: r for r in _rows(out, "errors")}
+    scores = {r["image_id"]: r for r in rows(out, "scores")}
+    errors = {r["image_id"]: r for r in rows(out, "errors")}
     assert len(scores) + len(errors) == len(urls)
     assert set(scores) == {"good", "good-again", "png", "optout", "flaky", "limited", "hops"}
     assert server.hits["/img/good.jpg"] == 2  # "good" and "good-again" shared one fetch; +hops
@@ -133,8 +127,8 @@ def test_ssrf_guard_refuses_before_any_connection(tmp_path, tiny_model, server, 
     out = tmp_path / "out"
     assert main(["-q", "audit", str(_manifest(tmp_path, urls)), "--out", str(out),
                  "--model", str(tiny_model)]) == 0
-    errors = {r["image_id"]: r for r in _rows(out, "errors")}
-    assert not _rows(out, "scores")
+    errors = {r["image_id"]: r for r in rows(out, "errors")}
+    assert not rows(out, "scores")
     assert set(errors) == {i for i, _ in urls}
     for row in errors.values():
         assert (row["stage"], row["error_type"]) == ("fetch", "forbidden_address"), row
@@ -147,7 +141,7 @@ def test_redirect_to_cloud_metadata_is_refused_even_when_private_is_allowed(
     manifest = _manifest(tmp_path, [("r", server.url("/to-metadata"))])
     assert main(["-q", "audit", str(manifest), "--out", str(out), "--model", str(tiny_model),
                  "--allow-private-networks"]) == 0
-    [row] = _rows(out, "errors")
+    [row] = rows(out, "errors")
     assert (row["error_type"], server.hits["/to-metadata"]) == ("forbidden_address", 1)
     assert "metadata" in row["message"]
 

@@ -4,19 +4,12 @@ that row's error row, not a line read whole into memory or the end of the manife
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from corpus import noise_png
+from outputs import rows
 
 from synthsieve.cli import main
 from synthsieve.transforms.sources import MAX_ROW_CHARS
-
-
-def _rows(out: Path, table: str) -> list[dict]:
-    files = sorted((out / table).glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
 
 
 def test_local_root_refuses_traversal_absolute_paths_and_symlinks_out_of_it(
@@ -40,8 +33,8 @@ def test_local_root_refuses_traversal_absolute_paths_and_symlinks_out_of_it(
     fenced = tmp_path / "fenced"
     assert main(["-q", "audit", str(manifest), "--out", str(fenced), "--model", str(tiny_model),
                  "--local-root", str(root)]) == 0
-    assert {r["image_id"] for r in _rows(fenced, "scores")} == {"inside", "dotdot-inside"}
-    errors = {r["image_id"]: r for r in _rows(fenced, "errors")}
+    assert {r["image_id"] for r in rows(fenced, "scores")} == {"inside", "dotdot-inside"}
+    errors = {r["image_id"]: r for r in rows(fenced, "errors")}
     assert set(errors) == {"dotdot", "absolute", "file-url", "symlink"}
     for row in errors.values():
         assert (row["stage"], row["error_type"]) == ("read", "forbidden_path"), row
@@ -52,7 +45,7 @@ def test_local_root_refuses_traversal_absolute_paths_and_symlinks_out_of_it(
     open_out = tmp_path / "open"
     assert main(["-q", "audit", str(manifest), "--out", str(open_out),
                  "--model", str(tiny_model)]) == 0
-    assert len(_rows(open_out, "scores")) == 6 and not _rows(open_out, "errors")
+    assert len(rows(open_out, "scores")) == 6 and not rows(open_out, "errors")
 
 
 def test_an_oversized_row_is_its_own_error_and_the_rows_after_it_are_read(tmp_path, tiny_model):
@@ -73,9 +66,9 @@ def test_an_oversized_row_is_its_own_error_and_the_rows_after_it_are_read(tmp_pa
         out = tmp_path / f"out-{prefix}"
         assert main(["-q", "audit", str(manifest), "--out", str(out),
                      "--model", str(tiny_model)]) == 0
-        scored = {r["image_id"] for r in _rows(out, "scores")}
+        scored = {r["image_id"] for r in rows(out, "scores")}
         assert scored == {f"{prefix}0", f"{prefix}2", f"{prefix}3"}, manifest
-        [error] = _rows(out, "errors")
+        [error] = rows(out, "errors")
         assert (error["stage"], error["error_type"]) == ("read", "invalid_manifest_row")
         assert "longer than" in error["message"] or "field larger" in error["message"]
         assert len(error["message"]) < 2000  # the row's text is not copied into the table

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from corpus import good_and_bad_files
-from servers import CLOUD_ENV, gcs_server, s3_server
+from servers import gcs_server, s3_server
 
 from synthsieve.cli import main
 
@@ -25,12 +25,6 @@ def s3():
 def gcs():
     with gcs_server() as server:
         yield server
-
-
-@pytest.fixture
-def cloud_env(monkeypatch):
-    for k, v in CLOUD_ENV.items():
-        monkeypatch.setenv(k, v)
 
 
 def _tables(blobs: dict[str, bytes], table: str) -> pa.Table:

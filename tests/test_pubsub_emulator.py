@@ -3,16 +3,13 @@ a client reaches Google's emulator (PUBSUB_EMULATOR_HOST)."""
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import socket
 import sys
 import threading
 import time
 
 import pytest
 from google.api_core import exceptions
-from servers import CLOUD_ENV, free_port, running
+from servers import CLOUD_ENV, free_port, listening_addresses, running
 
 
 @pytest.fixture()
@@ -137,24 +134,3 @@ def test_emulate_command_serves_on_loopback_only(monkeypatch):
         # bound to 127.0.0.1 only, read from the kernel's socket table (no connection to
         # any other address is ever attempted)
         assert listening_addresses(port) == {"127.0.0.1"}
-
-
-def listening_addresses(port: int) -> set[str]:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        if not os.path.exists(table):
-            continue
-        with open(table) as fh:
-            for line in fh.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, hex_port = local.split(":")
-                if int(hex_port, 16) != port or state != "0A":  # 0A: LISTEN
-                    continue
-                if len(address) == 8:
-                    found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1]))
-                else:  # four little-endian 32-bit words
-                    raw = bytes.fromhex(address)
-                    ip = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1]
-                                                        for i in range(0, 16, 4)))
-                    found.add(str(ip.ipv4_mapped or ip))
-    return found

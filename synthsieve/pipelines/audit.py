@@ -16,11 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import (
-    DirectOptions,
-    PipelineOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from synthsieve.elements import ERRORS
 from synthsieve.filesystems import configure as configure_filesystems
@@ -171,7 +167,7 @@ def with_local_defaults(pipeline_args: list[str], threads: int | None = None) ->
 
 
 def workers_per_machine(options: PipelineOptions) -> int:
-    if names_dask(options.view_as(StandardOptions).runner):
+    if names_dask(options):
         from synthsieve.pipelines.dask_runner import local_cluster_size, starts_local_cluster
 
         if starts_local_cluster(options):  # a scheduler's machines are not known here

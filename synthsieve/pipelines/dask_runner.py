@@ -138,10 +138,6 @@ def _select(pairs: t.Iterable[tuple[str | None, t.Any]], tag: str | None) -> lis
     return [value for got, value in pairs if got == tag]
 
 
-def _metrics_only(pairs: t.Iterable[tuple[str | None, t.Any]]) -> list[t.Any]:
-    return [value for got, value in pairs if got == _METRICS]
-
-
 def _count(values: t.Iterable[t.Any]) -> list[int]:
     """A leaf's partition reduced to its size: computing a sink must not ship its rows."""
     return [sum(1 for _ in values)]
@@ -236,23 +232,23 @@ class DaskRunnerResult(PipelineResult):
             self._state = PipelineState.FAILED
             raise
         finally:
-            if self._state in (PipelineState.DONE, PipelineState.FAILED):
-                self._close()
+            _shut_down(self._client, self._cluster)
         return self._state
 
     def cancel(self) -> str:
         self._client.cancel([*self._leaves, self._metrics_future])
         self._state = PipelineState.CANCELLED
-        self._close()
+        _shut_down(self._client, self._cluster)
         return self._state
 
     def metrics(self) -> DirectMetrics:
         return self._metrics
 
-    def _close(self) -> None:
-        self._client.close()
-        if self._cluster is not None:  # the LocalCluster this run started
-            self._cluster.close()
+
+def _shut_down(client: t.Any, cluster: t.Any) -> None:
+    client.close()
+    if cluster is not None:  # the LocalCluster this run started
+        cluster.close()
 
 
 class DaskRunner(beam_dask.DaskRunner):
@@ -284,13 +280,12 @@ class DaskRunner(beam_dask.DaskRunner):
             translator = _Translator(bag_kwargs, spread)
             pipeline.visit(translator)
             leaves = [bag.map_partitions(_count) for bag in translator.leaves()]
-            metrics = db.concat([b.map_partitions(_metrics_only) for b in translator.bundles])
+            metrics = db.concat([b.map_partitions(_select, _METRICS)
+                                 for b in translator.bundles])
             # One graph, one compute: collections computed apart would each run the DoFns
             # they share (a sink would write twice).
             *futures, metrics_future = client.compute([*leaves, metrics])
         except Exception:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            _shut_down(client, cluster)
             raise
         return DaskRunnerResult(client, cluster, futures, metrics_future)

@@ -23,27 +23,31 @@ class RunnerUnavailable(RuntimeError):
     """The runner named by --runner cannot be loaded in this environment."""
 
 
-def names_dask(runner: Any) -> bool:
+def _runner_name(options: PipelineOptions) -> str | None:
+    """--runner as given (a name, a dotted path) or the class name of a runner object."""
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) or runner is None else type(runner).__name__
+
+
+def names_dask(options: PipelineOptions) -> bool:
     """True when --runner names the Dask runner (ours or Beam's, by any spelling)."""
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return isinstance(name, str) and name.rsplit(".", 1)[-1] in ("DaskRunner", "dask")
+    name = _runner_name(options)
+    return name is not None and name.rsplit(".", 1)[-1] in ("DaskRunner", "dask")
 
 
 def is_local(options: PipelineOptions) -> bool:
-    runner = options.view_as(StandardOptions).runner
-    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
-    return name in LOCAL_RUNNER_NAMES
+    return _runner_name(options) in LOCAL_RUNNER_NAMES
 
 
 def fuses_stages(options: PipelineOptions) -> bool:
     """Whether the runner runs a chain of ParDos for one element in one process (every
     runner but Dask, whose bag tasks for one partition may land on different workers)."""
-    return not names_dask(options.view_as(StandardOptions).runner)
+    return not names_dask(options)
 
 
 def local_runner(options: PipelineOptions) -> Any:
     """The runner object to pass to beam.Pipeline, or None for a runner the user chose."""
-    if names_dask(options.view_as(StandardOptions).runner):
+    if names_dask(options):
         try:
             from synthsieve.pipelines.dask_runner import DaskRunner
         except ImportError as e:

@@ -10,7 +10,6 @@ the same ImageRef the batch audit uses. A message that is neither is an error ro
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +18,12 @@ import apache_beam as beam
 from synthsieve.elements import ERRORS, ImageRef
 from synthsieve.filesystems import is_remote
 from synthsieve.schema import STAGE_READ, error_row
-from synthsieve.transforms.sources import image_id_for, outside_local_roots, validate_uri
+from synthsieve.transforms.sources import (
+    image_id_for,
+    outside_local_roots,
+    resolve_roots,
+    validate_uri,
+)
 
 FINALIZE = "OBJECT_FINALIZE"
 MAX_DATA_BYTES = 8192
@@ -94,8 +98,7 @@ def parse_message(data: bytes, attrs: dict[str, str], message_id: str | None,
 class _Parse(beam.DoFn):
     def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         self._run_id = run_id
-        self._local_roots = (None if local_roots is None else
-                             tuple(os.path.realpath(r) for r in local_roots))
+        self._local_roots = resolve_roots(local_roots)
         self._inputs = beam.metrics.Metrics.counter("synthsieve", "inputs")
 
     def process(self, message: Any) -> Iterable[Any]:

@@ -196,9 +196,15 @@ def local_path_refusal(manifest: str, path: str, local_roots: tuple[str, ...] | 
     return outside_local_roots(path, local_roots)
 
 
+def resolve_roots(local_roots: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """--local-root directories with `..` and symbolic links resolved, as
+    outside_local_roots compares them."""
+    return None if local_roots is None else tuple(os.path.realpath(r) for r in local_roots)
+
+
 def outside_local_roots(path: str, local_roots: tuple[str, ...] | None) -> str | None:
-    """Why local file `path` lies outside the (resolved) --local-root directories, or None
-    when it lies inside one, or when no roots are set."""
+    """Why local file `path` lies outside the --local-root directories (as resolve_roots
+    gives them), or None when it lies inside one, or when no roots are set."""
     if local_roots is None:
         return None
     real = os.path.realpath(path)
@@ -214,8 +220,7 @@ class _ReadManifest(beam.DoFn):
 
     def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         self._run_id = run_id
-        self._local_roots = (None if local_roots is None else
-                             tuple(os.path.realpath(r) for r in local_roots))
+        self._local_roots = resolve_roots(local_roots)
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
@@ -394,20 +399,16 @@ class ExpandSources(beam.PTransform):
         file_patterns = [p for kind, p in self._sources if kind == "files"]
         manifest_patterns = [p for kind, p in self._sources if kind == "manifest"]
         p = pbegin.pipeline
-        if self._by_subdirectory:
-            return {"refs": (p
-                             | "FilePatterns" >> beam.Create(self._by_subdirectory)
-                             | "ListFiles" >> beam.ParDo(_ListFiles())),
-                    "errors": p | "NoManifestErrors" >> beam.Create([])}
         from_files = (
             p
-            | "FilePatterns" >> beam.Create(file_patterns)
+            | "FilePatterns" >> beam.Create(self._by_subdirectory or file_patterns)
             | "ListFiles" >> beam.ParDo(_ListFiles())
         )
         if not manifest_patterns:
             # no Flatten: on the DirectRunner it is a stage that holds every ref
-            return {"refs": from_files | "Spread" >> beam.Reshuffle(),
-                    "errors": p | "NoManifestErrors" >> beam.Create([])}
+            refs = (from_files if self._by_subdirectory
+                    else from_files | "Spread" >> beam.Reshuffle())
+            return {"refs": refs, "errors": p | "NoManifestErrors" >> beam.Create([])}
         manifests = (
             p
             | "ManifestPatterns" >> beam.Create(manifest_patterns)
