@@ -15,11 +15,13 @@ from synthsieve.models import DEFAULT_MODEL_DIR  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def build_tiny_model(model_dir: Path, size: int = 32) -> Path:
+def build_tiny_model(model_dir: Path, size: int = 32, ood: bool = False) -> Path:
     """A real (if simple) ONNX classifier: sigmoid of a weighted mean of the red channel.
 
     It exercises the whole model contract (input name, layout, normalisation, output,
     thresholds) at a tiny fraction of the bundled model's cost, for pipeline-mechanics tests.
+    With `ood`, it also outputs a distance to its "training data": the mean of the
+    normalised green channel, so very green images (above 0.5, green > ~191) are too far.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -27,16 +29,21 @@ def build_tiny_model(model_dir: Path, size: int = 32) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     w = np.zeros((3, 1), dtype=np.float32)
     w[0, 0] = 4.0
+    g = np.zeros((3, 1), dtype=np.float32)
+    g[1, 0] = 1.0
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+        helper.make_node("MatMul", ["m", "w"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["prob"]),
+    ]
+    outputs = [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])]
+    if ood:
+        nodes.append(helper.make_node("MatMul", ["m", "g"], ["dist"]))
+        outputs.append(helper.make_tensor_value_info("dist", TensorProto.FLOAT, ["batch", 1]))
     graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
-            helper.make_node("MatMul", ["m", "w"], ["logit"]),
-            helper.make_node("Sigmoid", ["logit"], ["prob"]),
-        ],
-        "tiny",
+        nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1])],
-        [numpy_helper.from_array(w, "w")],
+        outputs, [numpy_helper.from_array(w, "w"), numpy_helper.from_array(g, "g")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(model_dir / "model.onnx"))
@@ -49,6 +56,9 @@ def build_tiny_model(model_dir: Path, size: int = 32) -> Path:
         "source_classes": [],
         "thresholds": {"ai_generated": 0.7, "not_ai_generated": 0.3},
     }
+    if ood:
+        spec["outputs"]["out_of_distribution"] = "dist"
+        spec["thresholds"]["out_of_distribution"] = 0.5
     (model_dir / "model.json").write_text(json.dumps(spec))
     return model_dir
 

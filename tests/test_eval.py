@@ -48,7 +48,7 @@ def test_eval_writes_json_and_html_and_prints_auc_last(tmp_path, tiny_model, cap
     assert report["errors"] == len(CONDITIONS)  # the broken file, once per condition
     assert set(report["robustness"]) == set(CONDITIONS)
     assert all(m["roc_auc"] == 1.0 for m in report["robustness"].values())
-    assert report["by_group"]["redgen"]["recall"] == 1.0
+    assert report["by_group"]["redgen"]["ai_generated"] == 1.0
     assert set(report["by_format"]) == {"JPEG", "PNG"}
     assert report["overall"]["confusion"]["real_as_ai"] == 0
     html = (out / "eval.html").read_text()
@@ -86,3 +86,72 @@ def test_unknown_condition_is_a_usage_error(tmp_path, tiny_model, capsys, bad):
     assert main(["-q", "eval", str(manifest), "--out", str(tmp_path / "o"),
                  "--model", str(tiny_model), "--conditions", bad]) == 2
     assert "unknown conditions" in capsys.readouterr().err
+
+
+def _kinds_corpus(root: Path, ai_format: str = "PNG", real_format: str = "PNG") -> Path:
+    """AI images (red) of one generator, real photos (cyan) and real art (pink, scored
+    between the two by the tiny model), each with a `kind` column."""
+    rows = []
+    specs = ([("ai", "gen-a", (230, 40, 40), ai_format)] * 6
+             + [("real", "photo", (40, 200, 200), real_format)] * 6
+             + [("real", "art", (140, 60, 90), real_format)] * 4)
+    for i, (label, kind, colour, fmt) in enumerate(specs):
+        path = root / f"{kind}{i}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        Image.new("RGB", (80 + i, 64), colour).save(path, fmt)
+        rows.append({"uri": str(path), "label": label, "kind": kind})
+    manifest = root / "kinds.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["uri", "label", "kind"])
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
+def test_eval_reports_every_group_real_ones_included_with_verdict_shares_and_auc(
+        tmp_path, tiny_model):
+    manifest = _kinds_corpus(tmp_path)
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", str(manifest), "--out", str(out), "--model", str(tiny_model),
+                 "--group-column", "kind", "--conditions", "as_is"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    groups = report["by_group"]
+    assert set(groups) == {"gen-a", "photo", "art"}
+    assert groups["gen-a"]["n"] == 6 and groups["gen-a"]["n_ai"] == 6
+    assert groups["gen-a"]["auc_against"] == "all real" and groups["gen-a"]["roc_auc"] == 1.0
+    assert groups["photo"]["auc_against"] == "all AI" and groups["photo"]["n_real"] == 6
+    # pink art scores between cyan photos and red AI: not called AI, still ranked below AI
+    assert groups["art"]["ai_generated"] == 0.0
+    assert groups["art"]["roc_auc"] == 1.0
+    for g in groups.values():
+        assert g["ai_generated"] + g["inconclusive"] + g["not_ai_generated"] == \
+            pytest.approx(1.0, abs=1e-3)
+    worst_real = report["worst"]["real_scored_highest"]
+    assert worst_real[0]["group"] == "art"  # the real images closest to AI come first
+    assert report["worst"]["ai_scored_lowest"][0]["label"] == 1
+    assert report["warnings"] == []
+    html = (out / "eval.html").read_text()
+    assert "By kind" in html and "Worst mistakes" in html
+    # local files get thumbnails in the gallery
+    assert html.count("data:image/jpeg;base64,") >= len(worst_real)
+
+
+def test_eval_warns_when_file_format_alone_predicts_the_label(tmp_path, tiny_model, caplog):
+    manifest = _kinds_corpus(tmp_path, ai_format="PNG", real_format="JPEG")
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", str(manifest), "--out", str(out), "--model", str(tiny_model),
+                 "--conditions", "as_is"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert len(report["warnings"]) == 1
+    assert "file format predicts the label" in report["warnings"][0]
+    assert "PNG: 100% AI" in report["warnings"][0]
+    assert "file format predicts the label" in (out / "eval.html").read_text()
+
+
+def test_eval_counts_the_verdict_the_model_wrote_not_one_rederived_from_thresholds():
+    from synthsieve.evaluation import metrics
+
+    # one AI image scored 0.95 but written inconclusive (the model abstained)
+    c = metrics.summary([1, 0], [0.95, 0.1], 0.3, 0.7,
+                        ["inconclusive", "not_ai_generated"])["confusion"]
+    assert c["ai_as_ai"] == 0 and c["ai_as_inconclusive"] == 1
+    assert metrics.summary([1, 0], [0.95, 0.1], 0.3, 0.7)["confusion"]["ai_as_ai"] == 1

@@ -7,6 +7,7 @@ and the tests check them against known answers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -89,10 +90,21 @@ def expected_calibration_error(y, p, bins: int = 10) -> float | None:
     return float(total / len(y))
 
 
-def verdict_counts(y, p, t_not: float, t_ai: float) -> dict[str, int]:
-    """Confusion matrix of true class x three-way verdict."""
+def verdict_counts(y, p, t_not: float, t_ai: float,
+                   verdicts: Sequence[str] | None = None) -> dict[str, int]:
+    """Confusion matrix of true class x three-way verdict.
+
+    The verdicts are the thresholds applied to the scores unless given: a model that abstains
+    on images far from its training data writes `inconclusive` whatever the score, and the
+    written verdict is the one to count."""
     y, p = _arrays(y, p)
-    ai, not_ai = p >= t_ai, p <= t_not
+    if verdicts is None:
+        ai, not_ai = p >= t_ai, p <= t_not
+    else:
+        v = np.asarray(verdicts, dtype=object)
+        if v.shape != y.shape:
+            raise ValueError(f"{y.shape[0]} labels but {v.shape[0]} verdicts")
+        ai, not_ai = v == "ai_generated", v == "not_ai_generated"
     inc = ~(ai | not_ai)
     return {
         "ai_as_ai": int((ai & (y == 1)).sum()), "ai_as_not_ai": int((not_ai & (y == 1)).sum()),
@@ -106,10 +118,11 @@ def _round(v: float | None, nd: int = 4) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
-def summary(y, p, t_not: float, t_ai: float) -> dict[str, Any]:
+def summary(y, p, t_not: float, t_ai: float,
+            verdicts: Sequence[str] | None = None) -> dict[str, Any]:
     """Everything the eval report and the model card quote for one set of images."""
     y, p = _arrays(y, p)
-    c = verdict_counts(y, p, t_not, t_ai)
+    c = verdict_counts(y, p, t_not, t_ai, verdicts)
     decided = len(y) - c["ai_as_inconclusive"] - c["real_as_inconclusive"]
     flagged = c["ai_as_ai"] + c["real_as_ai"]
     correct = c["ai_as_ai"] + c["real_as_not_ai"]

@@ -92,12 +92,69 @@ def _confusion(c: dict[str, int]) -> str:
         f"<td>{c['real_as_not_ai']}</td></tr></tbody></table>")
 
 
+GROUP_COLUMNS = (("n", "n"), ("n_ai", "AI"), ("n_real", "real"),
+                 ("ai_generated", "called ai_generated"), ("inconclusive", "inconclusive"),
+                 ("not_ai_generated", "not_ai_generated"), ("roc_auc", "ROC-AUC"),
+                 ("auc_against", "AUC against"))
+THUMBNAIL_PX = 140
+
+
+def _group_table(rows: dict[str, dict[str, Any]], first: str) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in GROUP_COLUMNS)
+    body = []
+    for name, m in rows.items():
+        cells = []
+        for k, _ in GROUP_COLUMNS:
+            v = m.get(k)
+            if k in ("ai_generated", "inconclusive", "not_ai_generated"):
+                v = f"{v:.1%}"
+            cells.append(f"<td>{'' if v is None else html.escape(str(v))}</td>")
+        body.append(f"<tr><th>{html.escape(str(name))}</th>{''.join(cells)}</tr>")
+    return (f"<table><thead><tr><th>{html.escape(first)}</th>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def thumbnail_data_uri(uri: str) -> str | None:
+    """A small JPEG of a local image for the report; None for remote or unreadable files
+    (the report is written without fetching anything again)."""
+    from PIL import Image
+
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if "://" in path:
+        return None
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
+            img = img.convert("RGB")
+            img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=80)
+    except Exception:  # a thumbnail is decoration: the row still shows uri and score
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _gallery(title: str, items: list[dict[str, Any]]) -> str:
+    if not items:
+        return f"<h3>{html.escape(title)}</h3><p>None.</p>"
+    figs = []
+    for it in items:
+        thumb = thumbnail_data_uri(it["uri"])
+        img = f"<img alt='' src='{thumb}'>" if thumb else "<div>(no thumbnail)</div>"
+        group = f" &middot; {html.escape(str(it['group']))}" if it.get("group") else ""
+        figs.append(f"<figure>{img}<figcaption><b>{it['ai_generated']:.3f}</b> "
+                    f"{html.escape(it['verdict'] or '')}{group}<br>"
+                    f"{html.escape(it['uri'])}</figcaption></figure>")
+    return f"<h3>{html.escape(title)}</h3><div class='gallery'>{''.join(figs)}</div>"
+
+
 def write_html(report: dict[str, Any]) -> str:
     plots = _plots(report)
     o = report["overall"]
     thr = report["thresholds"]
     sections = [
         f"<h1>synthsieve eval: {html.escape(report['model'])}</h1>",
+        *(f"<p class='warn'>&#9888; {html.escape(w)}</p>" for w in report.get("warnings", [])),
         f"<p>Manifest <code>{html.escape(report['manifest'])}</code>, run "
         f"<code>{html.escape(report['run_id'])}</code>. {o['n']} labelled images "
         f"({o['n_ai']} AI, {o['n_real']} real); {report['errors']} error rows; "
@@ -118,9 +175,15 @@ def write_html(report: dict[str, Any]) -> str:
     ]
     if report.get("by_group"):
         sections += [f"<h2>By {html.escape(report['group_column'])} (as is)</h2>"
-                     "<p>Recall is per generator; AUC needs both classes, so it is empty "
-                     "for groups of one class.</p>",
-                     _table(report["by_group"], report["group_column"])]
+                     "<p>Share of each verdict per group. ROC-AUC of an AI group is against "
+                     "all real images; of a real group, all AI images against that group.</p>",
+                     _group_table(report["by_group"], report["group_column"])]
+    if report.get("worst"):
+        sections += ["<h2>Worst mistakes (as is)</h2>",
+                     _gallery("Real images scored most AI-like",
+                              report["worst"]["real_scored_highest"]),
+                     _gallery("AI images scored least AI-like",
+                              report["worst"]["ai_scored_lowest"])]
     if report.get("errors_by_type"):
         sections.append("<h2>Errors</h2><ul>" + "".join(
             f"<li>{html.escape(k)}: {v}</li>" for k, v in report["errors_by_type"].items())
@@ -129,6 +192,9 @@ def write_html(report: dict[str, Any]) -> str:
              "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
              "thead th{background:#f2f2f2}.plots img{margin:4px;border:1px solid #eee}"
-             ".headline{font-size:1.2em}")
+             ".headline{font-size:1.2em}.warn{background:#fff3cd;padding:.5em;"
+             "border:1px solid #e0c36a}.gallery{display:flex;flex-wrap:wrap;gap:8px}"
+             ".gallery figure{margin:0;width:150px;font-size:11px;word-break:break-all}"
+             ".gallery img{max-width:150px;max-height:150px;display:block}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>synthsieve eval</title>"
             f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")

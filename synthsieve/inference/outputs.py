@@ -15,6 +15,10 @@ from synthsieve.schema import (
     VERDICT_NOT_AI,
 )
 
+# The warning a scores row carries when the model abstained because the image lies far from
+# its training data.
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+
 # Labels of the taxonomy that are answers about the image, not generators.
 NOT_GENERATORS = frozenset({SOURCE_NONE, SOURCE_INCONCLUSIVE, "inconclusive_video"})
 
@@ -54,7 +58,11 @@ def verdict_columns(ai: float, threshold_ai: float, threshold_not_ai: float,
 
 
 def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]:
-    """A local model's raw outputs for one image -> the verdict columns (see above)."""
+    """A local model's raw outputs for one image -> the verdict columns (see above).
+
+    When the model measures distance to its training data and this image is too far, the
+    verdict is `inconclusive` (the score is kept) and `model_warnings` says why; the scores
+    row carries it in `warnings`."""
     score = check_probability(
         float(np.asarray(outputs[spec.ai_output], dtype=np.float64).reshape(-1)[0]),
         f"model output {spec.ai_output}")
@@ -68,4 +76,13 @@ def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]
             )
         # P(generator | AI-generated) over the model's classes
         scores = dict(zip(spec.source_classes, (float(p) for p in probs), strict=True))
-    return verdict_columns(score, spec.threshold_ai, spec.threshold_not_ai, scores)
+    columns = verdict_columns(score, spec.threshold_ai, spec.threshold_not_ai, scores)
+    if spec.ood_output:
+        distance = float(np.asarray(outputs[spec.ood_output], dtype=np.float64).reshape(-1)[0])
+        if not np.isfinite(distance):
+            raise ValueError(f"model output {spec.ood_output}={distance!r} is not finite")
+        if distance > spec.threshold_ood:
+            columns.update(verdict=VERDICT_INCONCLUSIVE, source=SOURCE_INCONCLUSIVE,
+                           source_score=None)
+            columns["model_warnings"] = [OUT_OF_DISTRIBUTION]
+    return columns

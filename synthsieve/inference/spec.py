@@ -53,6 +53,14 @@ class ModelSpec:
     # False when a sample's output depends on the rest of its batch (e.g. dynamic INT8
     # quantisation with one activation scale per tensor); such models run one image per call.
     batch_invariant: bool = True
+    # An optional output measuring how far the image lies from the model's training data;
+    # above threshold_ood the verdict is inconclusive whatever the score.
+    ood_output: str | None = None
+    # With resize "shorter_side": the shorter side is brought into [input size, this] rather
+    # than onto the input size, so the centre crop keeps pixel-level detail of large images
+    # (resizing to 224 erases most traces a generator leaves); None = onto the input size.
+    shorter_side_max: int | None = None
+    threshold_ood: float | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -109,6 +117,11 @@ class ModelSpec:
                 threshold_ai=float(thr["ai_generated"]),
                 threshold_not_ai=float(thr["not_ai_generated"]),
                 batch_invariant=bool(inp.get("batch_invariant", True)),
+                ood_output=out.get("out_of_distribution"),
+                shorter_side_max=(int(pre["shorter_side_max"])
+                                  if pre.get("shorter_side_max") is not None else None),
+                threshold_ood=(float(thr["out_of_distribution"])
+                               if thr.get("out_of_distribution") is not None else None),
                 raw=raw,
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -126,6 +139,11 @@ class ModelSpec:
             raise ModelSpecError(f"preprocess.crop {self.crop!r} is not supported")
         if self.crop == "none" and self.resize != "stretch":
             raise ModelSpecError('preprocess.crop "none" needs resize "stretch"')
+        if self.shorter_side_max is not None and (
+                self.resize != "shorter_side"
+                or self.shorter_side_max < max(self.width, self.height)):
+            raise ModelSpecError("preprocess.shorter_side_max needs resize shorter_side and "
+                                 "a value of at least the input size")
         if self.resample not in _RESAMPLE:
             raise ModelSpecError(f"preprocess.resample {self.resample!r} is not supported")
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -138,6 +156,9 @@ class ModelSpec:
         unknown = [c for c in self.source_classes if c not in SOURCE_SET]
         if unknown:
             raise ModelSpecError(f"source_classes not in the taxonomy: {unknown}")
+        if (self.ood_output is None) != (self.threshold_ood is None):
+            raise ModelSpecError("outputs.out_of_distribution and "
+                                 "thresholds.out_of_distribution go together")
         if self.source_output and not self.source_classes:
             raise ModelSpecError("outputs.source is set but source_classes is empty")
 
@@ -147,6 +168,9 @@ class ModelSpec:
         if self.resize == "stretch":
             return img.resize((self.width, self.height), self.resample_filter)
         scale = max(self.width / w, self.height / h)
+        if self.shorter_side_max is not None:
+            # at least the input size, at most shorter_side_max, never upscaled in between
+            scale = max(scale, min(1.0, self.shorter_side_max / min(w, h)))
         new_w = max(self.width, round(w * scale))
         new_h = max(self.height, round(h * scale))
         if (new_w, new_h) != (w, h):
@@ -156,6 +180,13 @@ class ModelSpec:
             top = (new_h - self.height) // 2
             img = img.crop((left, top, left + self.width, top + self.height))
         return img
+
+    @property
+    def decode_min_size(self) -> tuple[int, int]:
+        """The smallest (w, h) a JPEG may be draft-decoded to before resize_crop."""
+        if self.shorter_side_max is not None:
+            return self.shorter_side_max, self.shorter_side_max
+        return self.width, self.height
 
     def to_uint8(self, img: Image.Image) -> np.ndarray:
         """One preprocessed image as HWC uint8, the compact form passed between transforms."""

@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from synthsieve.elements import FetchedImage, ImageRef
 from synthsieve.evaluation import metrics
+from synthsieve.evaluation.breakdown import Labelled, by_group, confounds, worst
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
@@ -127,9 +128,13 @@ def build_eval(p: beam.Pipeline, cfg: EvalConfig, spec: ModelSpec,
 
 def compute_report(cfg: EvalConfig, spec: ModelSpec, scores: list[dict],
                    errors: list[dict]) -> dict[str, Any]:
-    """The eval.json document, from the rows the run wrote."""
+    """The eval.json document, from the rows the run wrote.
+
+    Verdict counts use the verdict each row carries (a model may abstain whatever the score);
+    the threshold-free metrics use the scores."""
     t_not, t_ai = spec.threshold_not_ai, spec.threshold_ai
-    by_cond: dict[str, dict[str, list]] = defaultdict(lambda: {"y": [], "p": [], "rows": []})
+    by_cond: dict[str, dict[str, list]] = defaultdict(
+        lambda: {"y": [], "p": [], "v": [], "rows": []})
     unlabelled = 0
     for r in scores:
         extra = dict(r["extra"] or {})
@@ -140,22 +145,38 @@ def compute_report(cfg: EvalConfig, spec: ModelSpec, scores: list[dict],
         cond = extra.get(CONDITION_KEY, AS_IS)
         by_cond[cond]["y"].append(y)
         by_cond[cond]["p"].append(r["ai_generated"])
+        by_cond[cond]["v"].append(r["verdict"])
         by_cond[cond]["rows"].append((r, extra))
     if AS_IS not in by_cond:
         raise ValueError(f"no scored image has a usable {cfg.label_column!r} label "
                          f"(ai/real or 1/0); nothing to evaluate")
 
+    def summarise(d: dict[str, list]) -> dict[str, Any]:
+        return metrics.summary(d["y"], d["p"], t_not, t_ai, d["v"])
+
     def breakdown(key_fn) -> dict[str, Any]:
-        groups: dict[str, dict[str, list]] = defaultdict(lambda: {"y": [], "p": []})
+        groups: dict[str, dict[str, list]] = defaultdict(lambda: {"y": [], "p": [], "v": []})
         data = by_cond[AS_IS]
-        for y, p, (r, extra) in zip(data["y"], data["p"], data["rows"], strict=True):
-            groups[key_fn(r, extra)]["y"].append(y)
-            groups[key_fn(r, extra)]["p"].append(p)
-        return {k: metrics.summary(v["y"], v["p"], t_not, t_ai)
-                for k, v in sorted(groups.items())}
+        for y, p, v, (r, extra) in zip(data["y"], data["p"], data["v"], data["rows"],
+                                       strict=True):
+            g = groups[key_fn(r, extra)]
+            g["y"].append(y)
+            g["p"].append(p)
+            g["v"].append(v)
+        return {k: summarise(v) for k, v in sorted(groups.items(), key=lambda kv: kv[0])}
 
     as_is = by_cond[AS_IS]
+    labelled = [
+        Labelled(y=y, p=p, verdict=v, uri=r["uri"], image_id=r["image_id"],
+                 group=(extra.get(cfg.group_column) or "(none)") if cfg.group_column else None,
+                 format=r["format"], megapixels=(r["width"] or 0) * (r["height"] or 0) / 1e6)
+        for y, p, v, (r, extra) in zip(as_is["y"], as_is["p"], as_is["v"], as_is["rows"],
+                                       strict=True)]
+    warnings = confounds(labelled)
+    for w in warnings:
+        log.warning("%s", w)
     fpr, tpr, _ = metrics.roc_curve(as_is["y"], as_is["p"])
+    reliability = metrics.reliability(as_is["y"], as_is["p"])
     report: dict[str, Any] = {
         "run_id": cfg.run_id,
         "manifest": cfg.manifest,
@@ -167,23 +188,27 @@ def compute_report(cfg: EvalConfig, spec: ModelSpec, scores: list[dict],
         "rows_unlabelled": unlabelled,
         "errors": len(errors),
         "errors_by_type": _count(e["error_type"] for e in errors),
-        "overall": metrics.summary(as_is["y"], as_is["p"], t_not, t_ai),
-        "robustness": {c: metrics.summary(v["y"], v["p"], t_not, t_ai)
-                       for c, v in by_cond.items()},
+        "warnings": warnings,
+        "overall": summarise(as_is),
+        "robustness": {c: summarise(v) for c, v in by_cond.items()},
         "by_format": breakdown(lambda r, e: r["format"] or "unknown"),
-        "by_size": breakdown(lambda r, e: size_bucket(r["width"], r["height"])),
+        "by_size": {k: v for k, v in breakdown(
+            lambda r, e: size_bucket(r["width"], r["height"])).items()},
         "roc_curve": {"fpr": [round(float(v), 5) for v in fpr],
                       "tpr": [round(float(v), 5) for v in tpr]},
-        "reliability": metrics.reliability(as_is["y"], as_is["p"]),
+        "reliability": reliability,
+        "worst": worst(labelled),
     }
+    order = [name for _, name in SIZE_BUCKETS]
+    report["by_size"] = dict(sorted(report["by_size"].items(),
+                                    key=lambda kv: order.index(kv[0])))
     if cfg.group_column:
-        report["by_group"] = breakdown(
-            lambda r, e: (e.get(cfg.group_column) or "(none)") if parse_label(
-                e.get(cfg.label_column)) == 1 else "(real)")
+        report["by_group"] = by_group(labelled)
     report["scores_as_is"] = [
         {"image_id": r["image_id"], "uri": r["uri"], "label": y, "ai_generated": round(p, 5),
-         "verdict": r["verdict"]}
-        for y, p, (r, _e) in zip(as_is["y"], as_is["p"], as_is["rows"], strict=True)]
+         "verdict": v}
+        for y, p, v, (r, _e) in zip(as_is["y"], as_is["p"], as_is["v"], as_is["rows"],
+                                    strict=True)]
     return report
 
 

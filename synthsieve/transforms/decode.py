@@ -184,7 +184,7 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int,
 
 def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.ndarray]:
     """Decode and preprocess to the model's HWC uint8 input."""
-    decoded = decode_image(data, (spec.width, spec.height), max_pixels)
+    decoded = decode_image(data, spec.decode_min_size, max_pixels)
     try:
         pixels = spec.to_uint8(decoded.image)
     except Exception as e:

@@ -63,8 +63,12 @@ class _ToScoreRow(beam.DoFn):
                 error_type="bad_model_output", message=f"{type(e).__name__}: {e}",
                 run_id=self._run_id))
             return
-        yield score_row(info, columns, model=self._spec.model_id, backend=self._backend,
+        model_warnings = columns.pop("model_warnings", [])
+        row = score_row(info, columns, model=self._spec.model_id, backend=self._backend,
                         run_id=self._run_id)
+        if model_warnings:
+            row["warnings"] = [*row["warnings"], *model_warnings]
+        yield row
 
 
 class _FailedBatchToErrors(beam.DoFn):
