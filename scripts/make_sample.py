@@ -1,56 +1,118 @@
-"""Writes the small bundled sample under sample/ (deterministic; re-run to regenerate).
+"""Writes the bundled sample under sample/ from ../shared/data (re-run to regenerate).
 
-Pictures drawn by code, in the formats and modes a real corpus mixes, plus a few broken
-files so that a first run also shows error rows. None of them come from ../shared/data.
+A few small real files whose licences allow redistribution (listed in sample/README.md):
+three photographs, a human-made game illustration, an AI image that still carries its
+ComfyUI generation text, and an AI image signed with C2PA content credentials; plus two
+broken files, so that a first run also shows error rows (README.md, a text file in the
+folder, is the third). Each file's source is checked by
+sha256 against its SOURCES file before it is copied.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import hashlib
 import io
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, PngImagePlugin
 
-ROOT = Path(__file__).resolve().parents[1] / "sample"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the C2PA signing helper the tests use
+
+IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+
+# sample name -> (SOURCES file, file in it, what is done to it)
+PICKS = {
+    "photo_camera_exif.jpg": ("SOURCES.csv",
+                              "real/metadata-extractor-images__jpg_FujiFilm_FinePix1400Zoom__1_.jpg",
+                              "copied byte for byte (camera EXIF kept)"),
+    "photo_lake.jpg": ("diverse/SOURCES-photo.csv",
+                       "photo/libjxl_testdata__external_wesaturate_500px_cvo9xd_keong_macan_srgb8.jpg",
+                       "copied byte for byte"),
+    "photo_tulips.webp": ("diverse/SOURCES-photo.csv",
+                          "photo/libjxl_testdata__external_wesaturate_500px_tmshre_riaphotographs_srgb8.jpg",
+                          "re-encoded as WebP q85"),
+    "illustration_isometric_game.jpg": (
+        "diverse/SOURCES-art.csv",
+        "art/godotengine_godot-demo-projects__2d_isometric_screenshots_isometric.jpg",
+        "re-encoded as JPEG q85"),
+    "ai_sd_comfyui.png": ("SOURCES.csv",
+                          "ai/ComfyUI_examples__hypernetworks_hypernetwork_example_output.png",
+                          "downscaled to 256x256; its prompt and workflow text chunks kept"),
+    "ai_flux_c2pa.jpg": ("diverse/SOURCES-ai.csv",
+                         "ai/stable-diffusion.cpp__assets_flux_flux1-schnell-q8_0.jpg",
+                         "signed with a C2PA manifest (c2pa.created, trainedAlgorithmicMedia) "
+                         "by a self-signed certificate made for the sample"),
+}
 
 
-def scene(w: int, h: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    sky = np.stack([60 + 80 * yy / h, 110 + 60 * yy / h, 200 - 40 * yy / h], -1)
-    img = Image.fromarray(np.clip(sky + rng.normal(0, 6, sky.shape), 0, 255).astype(np.uint8))
-    d = ImageDraw.Draw(img)
-    for _ in range(12):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(h // 3, h))
-        r = int(rng.integers(h // 20, h // 5))
-        colour = tuple(int(c) for c in rng.integers(20, 230, 3))
-        d.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
-    return img.filter(ImageFilter.GaussianBlur(1.2))
+def source_row(data: Path, sources: str, file: str) -> dict:
+    prefix = "diverse/" if sources.startswith("diverse/") else ""
+    with open(data / sources, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["file"] == file:
+                got = hashlib.sha256((data / prefix / file).read_bytes()).hexdigest()
+                if got != row["sha256"]:
+                    raise SystemExit(f"{file}: sha256 {got} does not match {sources}")
+                return row
+    raise SystemExit(f"{file} is not in {sources}")
 
 
-def save(img: Image.Image, name: str, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    (ROOT / name).write_bytes(buf.getvalue())
-    return buf.getvalue()
+def make(name: str, blob: bytes) -> bytes:
+    img = Image.open(io.BytesIO(blob))
+    if name == "photo_tulips.webp":
+        out = io.BytesIO()
+        img.convert("RGB").save(out, "WEBP", quality=85)
+        return out.getvalue()
+    if name == "illustration_isometric_game.jpg":
+        out = io.BytesIO()
+        img.convert("RGB").save(out, "JPEG", quality=85)
+        return out.getvalue()
+    if name == "ai_sd_comfyui.png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in img.text.items():
+            info.add_text(key, value, zip=True)
+        out = io.BytesIO()
+        img.convert("RGB").resize((256, 256), Image.Resampling.LANCZOS).save(
+            out, "PNG", pnginfo=info, optimize=True)
+        return out.getvalue()
+    if name == "ai_flux_c2pa.jpg":
+        from c2pa_certs import make_chain, sign
+
+        chain = make_chain(days=3650, organisation="synthsieve sample (self-signed)")
+        return sign(blob, "image/jpeg", chain, [{
+            "action": "c2pa.created", "digitalSourceType": IPTC + "trainedAlgorithmicMedia",
+            "softwareAgent": "FLUX.1 [schnell] via stable-diffusion.cpp"}],
+            generator="synthsieve make_sample")
+    return blob
 
 
 def main() -> int:
-    ROOT.mkdir(exist_ok=True)
-    jpeg = save(scene(1024, 768, 1), "landscape.jpg", "JPEG", quality=88)
-    save(scene(640, 640, 2), "square.png", "PNG")
-    save(scene(800, 600, 3), "photo.webp", "WEBP", quality=80)
-    save(scene(600, 900, 4).convert("CMYK"), "print_cmyk.jpg", "JPEG", quality=85)
-    save(scene(512, 512, 5).convert("RGBA"), "cutout.png", "PNG")
-    save(scene(320, 240, 6).convert("P", palette=Image.Palette.ADAPTIVE), "palette.gif", "GIF")
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    save(scene(800, 600, 7), "rotated.jpg", "JPEG", quality=85, exif=exif)
-    (ROOT / "broken_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
-    (ROOT / "not_an_image.txt").write_text("A text file in an image folder becomes an error row.\n")
-    (ROOT / "empty.png").write_bytes(b"")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(ROOT / "sample"))
+    args = ap.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    if not (data / "SOURCES.csv").is_file():
+        print(f"make_sample: {data} has no SOURCES.csv; pass --data ../shared/data",
+              file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.name != "README.md":
+            old.unlink()
+    for name, (sources, file, _how) in PICKS.items():
+        source_row(data, sources, file)
+        prefix = "diverse/" if sources.startswith("diverse/") else ""
+        (out / name).write_bytes(make(name, (data / prefix / file).read_bytes()))
+    photo = (out / "photo_lake.jpg").read_bytes()
+    (out / "broken_truncated.jpg").write_bytes(photo[: len(photo) // 3])
+    (out / "empty.png").write_bytes(b"")
+    for p in sorted(out.iterdir()):
+        print(f"{p.name:36s} {p.stat().st_size:>7,d} bytes")
     return 0
 
 

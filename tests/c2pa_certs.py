@@ -18,19 +18,20 @@ class Chain:
     key_pem: bytes  # the signer's private key
 
 
-def _name(cn: str) -> x509.Name:
+def _name(cn: str, organisation: str = "synthsieve tests") -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "synthsieve tests"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
                       x509.NameAttribute(NameOID.COUNTRY_NAME, "US")])
 
 
-def make_chain() -> Chain:
+def make_chain(days: int = 30, organisation: str = "synthsieve tests") -> Chain:
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     root_key = ec.generate_private_key(ec.SECP256R1())
     root = (x509.CertificateBuilder()
-            .subject_name(_name("synthsieve test root")).issuer_name(_name("synthsieve test root"))
+            .subject_name(_name("synthsieve test root", organisation))
+            .issuer_name(_name("synthsieve test root", organisation))
             .public_key(root_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
                                          False), critical=True)
@@ -39,9 +40,9 @@ def make_chain() -> Chain:
             .sign(root_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (x509.CertificateBuilder()
-            .subject_name(_name("synthsieve test signer")).issuer_name(root.subject)
+            .subject_name(_name("synthsieve test signer", organisation)).issuer_name(root.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
                                          False), critical=True)
@@ -60,13 +61,14 @@ def make_chain() -> Chain:
                                   serialization.NoEncryption()))
 
 
-def sign(data: bytes, mime: str, chain: Chain, actions: list[dict]) -> bytes:
+def sign(data: bytes, mime: str, chain: Chain, actions: list[dict],
+         generator: str = "synthsieve-test") -> bytes:
     """`data` with a C2PA manifest holding `actions`, signed by `chain`'s signer."""
     import io
 
     import c2pa
 
-    manifest = {"claim_generator_info": [{"name": "synthsieve-test", "version": "1.0"}],
+    manifest = {"claim_generator_info": [{"name": generator, "version": "1.0"}],
                 "title": "image", "assertions": [
                     {"label": "c2pa.actions", "data": {"actions": actions}}]}
     ctx = c2pa.Context.from_dict({"verify": {"verify_after_sign": False},

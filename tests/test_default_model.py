@@ -51,7 +51,7 @@ def test_sample_audit_with_the_bundled_model(tmp_path, default_model, capsys):
     assert main(["-q", "audit", str(SAMPLE), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["model"] == "synthsieve-default@1" and summary["backend"] == "onnx-cpu"
-    assert summary["inputs"] == 10 and summary["scores"] == 7 and summary["errors"] == 3
+    assert summary["inputs"] == 9 and summary["scores"] == 6 and summary["errors"] == 3
     assert summary["errors_by_stage"] == {"decode": 2, "read": 1}
 
 
