@@ -1,7 +1,12 @@
-"""Writes a labelled manifest (uri, id, label, generator, split) of ../shared/data for eval.
+"""Writes a labelled manifest of ../shared/data for `synthsieve eval`.
 
-    python scripts/shared_manifest.py --split test --out /tmp/test.csv
-    synthsieve eval /tmp/test.csv --out out/eval-test --group-column generator
+Columns: id, uri, label (ai/real), set (old/diverse), split, part (ai/photo/art), kind (photo,
+human-made non-photo, AI photoreal, AI other), detail (the SOURCES file's own kind), family
+(generator family of AI images), origin.
+
+    python scripts/shared_manifest.py --set diverse --split val --out /tmp/val.csv
+    synthsieve eval /tmp/val.csv --out out/eval-val --group-column kind
+    python scripts/shared_manifest.py --set old --split test --out /tmp/test.csv
 """
 
 from __future__ import annotations
@@ -11,26 +16,36 @@ import csv
 import sys
 from pathlib import Path
 
+from model_data import load_rows
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
+    ap.add_argument("--set", dest="dataset", default="all", choices=["old", "diverse", "all"],
+                    help="the older SOURCES.csv images, diverse/, or both")
     ap.add_argument("--split", default="test", help="train, val, test or all")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     data = Path(args.data).resolve()
-    with open(data / "SOURCES.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["label"] in ("ai", "real")
-                and args.split in ("all", r["split"])]
+    if not (data / "SOURCES.csv").is_file() or not (data / "diverse").is_dir():
+        print(f"shared_manifest: {data} is not ../shared/data (no SOURCES.csv or diverse/); "
+              "pass --data", file=sys.stderr)
+        return 2
+    rows = [r for r in load_rows(data) if args.split in ("all", r.split)
+            and args.dataset in ("all", r.dataset)]
     if not rows:
-        print(f"no labelled rows for split {args.split!r} in {data}", file=sys.stderr)
-        return 1
+        print(f"shared_manifest: no labelled rows for set {args.dataset!r} and split "
+              f"{args.split!r} in {data}", file=sys.stderr)
+        return 2
     with open(args.out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "uri", "label", "generator", "split"])
+        w.writerow(["id", "uri", "label", "set", "split", "part", "kind", "detail", "family",
+                    "origin"])
         for r in rows:
-            gen = r["generator_or_camera"] if r["label"] == "ai" else ""
-            w.writerow([r["file"], str(data / r["file"]), r["label"], gen, r["split"]])
+            part = r.file.split("/")[1] if r.dataset == "diverse" else r.file.split("/")[0]
+            w.writerow([r.file, str(data / r.file), "ai" if r.label else "real", r.dataset,
+                        r.split, part, r.kind, r.detail, r.family, r.group])
     print(f"{len(rows)} rows -> {args.out}")
     return 0
 

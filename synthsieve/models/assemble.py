@@ -9,6 +9,7 @@ retraining changes only that file. Running audits never downloads anything.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -30,7 +31,6 @@ ENCODER_SHA256 = "2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d
 ENCODER_FILE = "clip_encoder.int8.onnx"
 ENCODER_INPUT = "pixel_values"
 ENCODER_OUTPUT = "image_embeds"
-EMBED_DIM = 512
 
 
 class AssembleError(RuntimeError):
@@ -107,40 +107,107 @@ def head_sha256(head: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(head, sort_keys=True).encode()).hexdigest()
 
 
-def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None:
-    """Encoder graph + L2 normalisation + linear head + sigmoid -> output `ai_generated`.
+HEAD_FORMAT = "synthsieve-head/2"
+AI_OUTPUT = "ai_generated"
+OOD_OUTPUT = "ood_distance"
 
-    Standardisation and calibration are folded into the head's weights by the build script,
-    so the whole model is one graph that any ONNX runtime (or TensorRT) can run.
+
+def _array(value: Any, dtype=np.float32) -> np.ndarray:
+    """head.json stores large matrices as {"shape", "float32_b64"} (compact and exact) and
+    small ones as nested lists."""
+    if isinstance(value, dict):
+        raw = base64.b64decode(value["float32_b64"])
+        return np.frombuffer(raw, dtype="<f4").reshape(value["shape"]).astype(dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return {"shape": list(a.shape), "float32_b64": base64.b64encode(a.tobytes()).decode()}
+
+
+def head_features(head: dict[str, Any]) -> list[str]:
+    """The encoder tensors the head reads, in order (each L2-normalised, then concatenated)."""
+    return [f["tensor"] for f in head["features"]]
+
+
+def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None:
+    """Encoder graph + the head of head.json -> outputs `ai_generated` (and `ood_distance`).
+
+    The head reads the final embedding and the block tokens it names (features.py), each
+    L2-normalised and concatenated, then dense layers (standardisation folded into the first,
+    calibration into the last) and a sigmoid. When head.json has `ood` centroids, the model
+    also outputs 1 - the largest cosine similarity between the image's final embedding and
+    those centroids; model.json's threshold on it makes far-away images inconclusive. All of
+    it is one graph that any ONNX runtime (or TensorRT) can run.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from synthsieve.inference.precision import unsigned_weights
+    from synthsieve.models.features import add_token_features, block_outputs
 
-    weights = np.asarray(head["weights"], dtype=np.float32).reshape(EMBED_DIM, 1)
-    bias = np.asarray([head["bias"]], dtype=np.float32)
+    if head.get("format") != HEAD_FORMAT:
+        raise AssembleError(f"head.json format {head.get('format')!r} is not {HEAD_FORMAT!r}; "
+                            "rebuild it with scripts/build_default_model.py")
     # the same values, computed exactly by every CPU (see precision.unsigned_weights)
     model = unsigned_weights(onnx.load(str(encoder_path)))
     graph = model.graph
     if ENCODER_OUTPUT not in {o.name for o in graph.output}:
         raise AssembleError(f"{encoder_path} has no output {ENCODER_OUTPUT}")
-    graph.initializer.extend([
-        numpy_helper.from_array(weights, "head_weights"),
-        numpy_helper.from_array(bias, "head_bias"),
-    ])
-    graph.node.extend([
-        helper.make_node("LpNormalization", [ENCODER_OUTPUT], ["head_unit_embeds"],
-                         axis=1, p=2, name="head_l2"),
-        helper.make_node("MatMul", ["head_unit_embeds", "head_weights"], ["head_mm"],
-                         name="head_matmul"),
-        helper.make_node("Add", ["head_mm", "head_bias"], ["ai_logit"], name="head_add"),
-        helper.make_node("Sigmoid", ["ai_logit"], ["ai_generated"], name="head_sigmoid"),
-    ])
+    tensors = head_features(head)
+    blocks = sorted({int(t[len("block"):].split("_")[0]) for t in tensors
+                     if t.startswith("block")})
+    if blocks:
+        block_outputs(graph)  # fails clearly on another encoder
+        add_token_features(model, blocks)
+    nodes, inits = [], []
+    normed = []
+    for i, t in enumerate(tensors):
+        nodes.append(helper.make_node("LpNormalization", [t], [f"head_in{i}"], axis=1, p=2,
+                                      name=f"head_l2_{i}"))
+        normed.append(f"head_in{i}")
+    x = "head_features"
+    nodes.append(helper.make_node("Concat", normed, [x], axis=1, name="head_concat"))
+    for j, layer in enumerate(head["layers"]):
+        w = _array(layer["weights"])
+        b = _array(layer["bias"]).reshape(-1)
+        inits += [numpy_helper.from_array(w, f"head_w{j}"),
+                  numpy_helper.from_array(b, f"head_b{j}")]
+        nodes += [helper.make_node("MatMul", [x, f"head_w{j}"], [f"head_mm{j}"],
+                                   name=f"head_matmul{j}"),
+                  helper.make_node("Add", [f"head_mm{j}", f"head_b{j}"], [f"head_z{j}"],
+                                   name=f"head_add{j}")]
+        x = f"head_z{j}"
+        act = layer.get("activation", "none")
+        if act == "relu":
+            nodes.append(helper.make_node("Relu", [x], [f"head_a{j}"], name=f"head_relu{j}"))
+            x = f"head_a{j}"
+        elif act != "none":
+            raise AssembleError(f"head layer {j}: activation {act!r} is not supported")
+    nodes.append(helper.make_node("Sigmoid", [x], [AI_OUTPUT], name="head_sigmoid"))
+    outputs = [helper.make_tensor_value_info(AI_OUTPUT, TensorProto.FLOAT, ["batch", 1])]
+    ood = head.get("ood")
+    if ood:
+        c = _array(ood["centroids"])
+        c = c / np.linalg.norm(c, axis=1, keepdims=True)
+        inits += [numpy_helper.from_array(c.T.copy(), "ood_centroids_t"),
+                  numpy_helper.from_array(np.ones(1, np.float32), "ood_one")]
+        nodes += [
+            helper.make_node("LpNormalization", [ood["tensor"]], ["ood_unit"], axis=1, p=2,
+                             name="ood_l2"),
+            helper.make_node("MatMul", ["ood_unit", "ood_centroids_t"], ["ood_cos"],
+                             name="ood_matmul"),
+            helper.make_node("ReduceMax", ["ood_cos"], ["ood_nearest"], axes=[1], keepdims=1,
+                             name="ood_nearest"),
+            helper.make_node("Sub", ["ood_one", "ood_nearest"], [OOD_OUTPUT], name="ood_sub"),
+        ]
+        outputs.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT,
+                                                     ["batch", 1]))
+    graph.initializer.extend(inits)
+    graph.node.extend(nodes)
     del graph.output[:]
-    graph.output.extend([
-        helper.make_tensor_value_info("ai_generated", TensorProto.FLOAT, ["batch", 1]),
-    ])
+    graph.output.extend(outputs)
     graph.name = "synthsieve_default"
     onnx.checker.check_model(model)
     part = out_path.with_suffix(".onnx.part")
