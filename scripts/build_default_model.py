@@ -132,7 +132,7 @@ def main() -> int:
 
     ts = fit.TrainSet.build(emb, rows, SEED)
     log("cross-validation, folds grouped by origin:")
-    cand, oof_logit, selection = fit.select(ts, log)
+    cand, oof_logit, selection = fit.select(ts, log, SEED)
     comparison = None
     if args.compare_preprocess:
         spec_big = ModelSpec.from_dict({**spec.raw, "preprocess": {
@@ -148,12 +148,12 @@ def main() -> int:
     oof_p = fit.sigmoid(a * oof_logit + b0)
     t_not, t_ai, threshold_info = fit.thresholds(ts, oof_p)
     centroids, t_ood, oof_dist = fit.fit_ood(ts, SEED)
-    x_all = fit.design(emb, ts.idx, cand.blocks)
-    w, b = fit.fit_logistic(x_all, ts.y, cand.c, np.where(ts.old, cand.old_weight, 1.0))
-    w, b = w * a, b * a + b0  # calibration folded into the head
-    model = report.Scorer(emb, cand, w, b, centroids, t_not, t_ai, t_ood, (a, b0))
+    x_all = fit.design(emb, ts.idx, cand)
+    head_fit = fit.fit_head(x_all, ts.y, cand, np.where(ts.old, cand.old_weight, 1.0))
+    head_fit = head_fit.calibrated(a, b0)  # calibration folded into the last layer
+    model = report.Scorer(emb, cand, head_fit, centroids, t_not, t_ai, t_ood, (a, b0))
 
-    head = fit.head_json(cand, w, b, centroids)
+    head = fit.head_json(cand, head_fit, centroids)
     build = {
         "recipe": "python scripts/build_default_model.py --data ../shared/data"
                   + (" --compare-preprocess" if args.compare_preprocess else ""),
@@ -163,8 +163,9 @@ def main() -> int:
                     "source": "openai/clip-vit-base-patch16 image tower, INT8 dynamic quant"},
         "data": report.data_summary(data_dir, rows, images_sha256(rows)),
         "preprocess_comparison": comparison,
-        "head": {"type": "logistic regression on standardised features (sklearn, "
-                         "class_weight=balanced), standardisation folded into the weights",
+        "head": {"type": (f"an MLP with {cand.hidden} ReLU units (sklearn, weight decay "
+                          f"{cand.c})" if cand.hidden else
+                          f"a logistic regression (sklearn, C={cand.c}, balanced classes)"),
                  "features": cand.tensors(), "C": cand.c, "old_weight": cand.old_weight,
                  "selection": selection},
         "calibration": {"method": "Platt scaling on out-of-fold train logits (grouped CV)",

@@ -16,10 +16,11 @@ from model_data import EMBED_SLICE, KIND_ART, KIND_PHOTO, Embeddings, Row, token
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.neural_network import MLPClassifier
 
 from synthsieve.evaluation import metrics
 from synthsieve.models.assemble import ENCODER_OUTPUT, encode_array
-from synthsieve.models.features import cls_name
+from synthsieve.models.features import cls_name, patch_mean_name
 
 N_FOLDS = 5
 # The ai_generated verdict may call at most this share of real images AI, per kind,
@@ -39,27 +40,45 @@ class Candidate:
 
     name: str
     blocks: tuple[int, ...]  # CLS tokens of these blocks next to the final embedding
-    c: float  # inverse L2 regularisation of the logistic head
+    c: float  # inverse L2 regularisation (logistic head), or the MLP's weight decay
     old_weight: float = 1.0  # sample weight of the older ../shared/data images
+    patch_means: bool = False  # also the mean patch token of each block
+    hidden: int = 0  # 0: a logistic head; else one ReLU layer of this width
 
     def tensors(self) -> list[str]:
-        return [ENCODER_OUTPUT] + [cls_name(b) for b in self.blocks]
+        out = [ENCODER_OUTPUT]
+        for b in self.blocks:
+            out.append(cls_name(b))
+            if self.patch_means:
+                out.append(patch_mean_name(b))
+        return out
 
 
+LATE = (4, 5, 6, 7, 8, 9, 10, 11)
 CANDIDATES = [
     Candidate("embedding", (), 1.0),
     Candidate("embedding", (), 0.1),
     *(Candidate(f"embedding + CLS of blocks {b[0]}-{b[-1]}", b, c, w)
-      for b in ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), (4, 5, 6, 7, 8, 9, 10, 11))
+      for b in ((1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), LATE)
       for c in (0.003, 0.01, 0.03)
       for w in (1.0, 0.3)),
+    Candidate("embedding + CLS and mean patch token of blocks 4-11", LATE, 0.01,
+              patch_means=True),
+    Candidate("embedding + CLS of blocks 4-11, MLP with 128 ReLU units", LATE, 1.0,
+              hidden=128),
 ]
 
 
-def design(emb: Embeddings, idx: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
-    """Each tensor L2-normalised, then concatenated: what the assembled graph computes."""
+def design(emb: Embeddings, idx: np.ndarray, cand: Candidate) -> np.ndarray:
+    """Each tensor L2-normalised, then concatenated in cand.tensors() order: what the
+    assembled graph computes."""
+    slices = [EMBED_SLICE]
+    for b in cand.blocks:
+        slices.append(token_slice(b, "cls"))
+        if cand.patch_means:
+            slices.append(token_slice(b, "patch"))
     parts = []
-    for sl in [EMBED_SLICE] + [token_slice(b, "cls") for b in blocks]:
+    for sl in slices:
         t = emb.x[idx, sl].astype(np.float64)
         parts.append(t / np.linalg.norm(t, axis=1, keepdims=True))
     return np.concatenate(parts, axis=1)
@@ -97,26 +116,54 @@ class TrainSet:
                    files=files)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, weight: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Standardise, fit; returns (mean, scale, w, b) folded into one affine map later."""
+@dataclass
+class Head:
+    """Dense layers on the design matrix, standardisation folded into the first; the last
+    layer gives one logit. `scale` multiplies and `shift` adds to that logit (calibration)."""
+
+    layers: list[tuple[np.ndarray, np.ndarray]]  # (weights [in, out], bias [out])
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        for i, (w, b) in enumerate(self.layers):
+            x = x @ w + b
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, 0.0)
+        return x.reshape(-1)
+
+    def calibrated(self, a: float, b: float) -> Head:
+        *hidden, (w, bias) = self.layers
+        return Head([*hidden, (w * a, bias * a + b)])
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, cand: Candidate, weight: np.ndarray,
+             seed: int = 0) -> Head:
+    """Standardise and fit the candidate's head; the standardisation is folded into the
+    first layer so the graph needs only MatMul/Add."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
-    clf.fit((x - mu) / sd, y, sample_weight=weight)
+    z = (x - mu) / sd
+    if cand.hidden:
+        clf = MLPClassifier((cand.hidden,), alpha=cand.c, max_iter=200, random_state=seed)
+        # MLPClassifier has no class weights: balance the classes through the sample weights
+        balance = np.where(y == 1, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
+        clf.fit(z, y, sample_weight=weight * balance)
+        (w1, w2), (b1, b2) = clf.coefs_, clf.intercepts_
+        w1f = w1 / sd[:, None]
+        return Head([(w1f, b1 - mu @ w1f), (w2, b2)])
+    clf = LogisticRegression(C=cand.c, max_iter=5000, class_weight="balanced")
+    clf.fit(z, y, sample_weight=weight)
     w = clf.coef_[0] / sd
-    return w, -float(mu @ w) + float(clf.intercept_[0])
+    return Head([(w.reshape(-1, 1), np.array([clf.intercept_[0] - mu @ w]))])
 
 
 def out_of_fold(ts: TrainSet, cand: Candidate) -> np.ndarray:
     """Out-of-fold logits for every train copy; each fold's head is fitted on the other
     folds' images, originals and augmented copies alike."""
-    x = design(ts.emb, ts.idx, cand.blocks)
+    x = design(ts.emb, ts.idx, cand)
     weight = np.where(ts.old, cand.old_weight, 1.0)
     oof = np.zeros(len(ts.idx))
     for k in range(N_FOLDS):
         tr, te = ts.fold != k, ts.fold == k
-        w, b = fit_logistic(x[tr], ts.y[tr], cand.c, weight[tr])
-        oof[te] = x[te] @ w + b
+        oof[te] = fit_head(x[tr], ts.y[tr], cand, weight[tr]).logit(x[te])
     return oof
 
 
@@ -125,10 +172,39 @@ def oof_auc(ts: TrainSet, cand: Candidate) -> float:
     return round(metrics.roc_auc(ts.y[ts.orig], oof[ts.orig]), 4)
 
 
-def select(ts: TrainSet, log: Callable[[str], None]) -> tuple[Candidate, np.ndarray, list]:
-    """The candidate with the best out-of-fold ROC-AUC on the stored files."""
-    table = []
-    best = None
+BOOTSTRAP_REPS = 200
+
+
+def grouped_bootstrap_se(ts: TrainSet, score: np.ndarray, seed: int) -> float:
+    """Standard error of the out-of-fold ROC-AUC (stored files) when whole origins are
+    resampled: the uncertainty that matters for sources the model has not seen."""
+    m = ts.orig
+    y, s = ts.y[m], score[m]
+    groups = np.array([ts.rows[f].group for f, keep in zip(ts.files, m, strict=True) if keep])
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(BOOTSTRAP_REPS):
+        pick = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
+        auc = metrics.roc_auc(y[pick], s[pick])
+        if auc is not None:
+            aucs.append(auc)
+    return float(np.std(aucs))
+
+
+def complexity(cand: Candidate) -> tuple:
+    """Simpler first: a linear head, no patch tokens, fewer blocks, stronger regularisation
+    (smaller C), the old images at full weight (no reweighting)."""
+    return (cand.hidden, cand.patch_means, len(cand.blocks), cand.c, cand.old_weight != 1.0)
+
+
+def select(ts: TrainSet, log: Callable[[str], None], seed: int
+           ) -> tuple[Candidate, np.ndarray, list]:
+    """The simplest candidate whose out-of-fold ROC-AUC (stored files) is within one
+    standard error of the best (the one-standard-error rule: differences smaller than the
+    origin-to-origin noise are not evidence, and a simpler head generalises more safely)."""
+    table, results = [], []
     for cand in CANDIDATES:
         oof = out_of_fold(ts, cand)
         auc = metrics.roc_auc(ts.y[ts.orig], oof[ts.orig])
@@ -137,11 +213,20 @@ def select(ts: TrainSet, log: Callable[[str], None]) -> tuple[Candidate, np.ndar
                  "oof_roc_auc": round(auc, 4),
                  "oof_roc_auc_ai_vs_art": round(metrics.roc_auc(ts.y[art], oof[art]), 4)}
         table.append(entry)
+        results.append((cand, auc, oof))
         log(f"  {cand.name}, C={cand.c}, old weight {cand.old_weight}: out-of-fold "
             f"ROC-AUC {entry['oof_roc_auc']} (AI vs art {entry['oof_roc_auc_ai_vs_art']})")
-        if best is None or auc > best[1]:
-            best = (cand, auc, oof)
-    return best[0], best[2], table
+    best_cand, best_auc, best_oof = max(results, key=lambda r: r[1])
+    se = grouped_bootstrap_se(ts, best_oof, seed)
+    eligible = [r for r in results if r[1] >= best_auc - se]
+    chosen = min(eligible, key=lambda r: complexity(r[0]))
+    log(f"  best {best_cand.name} (C={best_cand.c}) {best_auc:.4f}, standard error {se:.4f} "
+        f"(origins resampled); simplest within one SE: {chosen[0].name} (C={chosen[0].c})")
+    for entry, (cand, _auc, _oof) in zip(table, results, strict=True):
+        entry["chosen"] = cand is chosen[0]
+    table.append({"rule": "one standard error", "best_oof_roc_auc": round(best_auc, 4),
+                  "standard_error": round(se, 4)})
+    return chosen[0], chosen[2], table
 
 
 def platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -198,11 +283,13 @@ def fit_ood(ts: TrainSet, seed: int) -> tuple[np.ndarray, float, np.ndarray]:
     return centroids(unit(ts.idx[ts.orig])), round(threshold, 6), oof
 
 
-def head_json(cand: Candidate, w: np.ndarray, b: float, centroids: np.ndarray) -> dict:
+def head_json(cand: Candidate, head: Head, centroids: np.ndarray) -> dict:
+    last = len(head.layers) - 1
     return {
         "format": "synthsieve-head/2",
         "features": [{"tensor": t, "normalise": "l2"} for t in cand.tensors()],
-        "layers": [{"weights": encode_array(w.reshape(-1, 1)),
-                    "bias": [round(float(b), 7)], "activation": "none"}],
+        "layers": [{"weights": encode_array(w), "bias": [round(float(v), 7) for v in b],
+                    "activation": "none" if i == last else "relu"}
+                   for i, (w, b) in enumerate(head.layers)],
         "ood": {"tensor": ENCODER_OUTPUT, "centroids": encode_array(centroids)},
     }
