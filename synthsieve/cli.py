@@ -596,6 +596,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.run_id:
         cfg.run_id = args.run_id
     from synthsieve.inference.remote import ApiAuthError
+    from synthsieve.pipelines.audit import UnsafeRunnerMode
     from synthsieve.pipelines.runners import RunnerUnavailable
 
     try:
@@ -603,7 +604,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     except ApiAuthError as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 3
-    except RunnerUnavailable as e:
+    except (RunnerUnavailable, UnsafeRunnerMode) as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from corpus import encode, photo_like, write_corpus
+from PIL import Image
 
 from synthsieve.cli import main
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
@@ -142,7 +143,7 @@ def test_jsonl_manifest_with_broken_lines_reports_each_line(tmp_path, tiny_model
     assert read_table(out, "scores").num_rows == 1
 
 
-def test_directory_of_1000_files_with_two_worker_threads(tmp_path, tiny_model):
+def test_directory_of_1000_files_with_two_worker_processes(tmp_path, tiny_model):
     root = tmp_path / "many"
     jpeg = encode(photo_like(48, 40, seed=11), "JPEG", quality=80)
     for i in range(1000):
@@ -151,7 +152,7 @@ def test_directory_of_1000_files_with_two_worker_threads(tmp_path, tiny_model):
         (sub / f"{i:04d}.jpg").write_bytes(jpeg if i % 100 else b"broken")
     out = tmp_path / "out"
     assert audit(str(root), "--out", str(out), "--model", str(tiny_model), "--batch-size", "32",
-                 "--direct_num_workers", "2", "--direct_running_mode", "multi_threading") == 0
+                 "--direct_num_workers", "2", "--direct_running_mode", "multi_processing") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == 1000
     assert (summary["scores"], summary["errors"]) == (990, 10)
@@ -217,3 +218,16 @@ def test_backend_none_reads_and_decodes_without_a_model(tmp_path):
     assert all(r["width"] > 0 and r["sha256"] for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backend"] == "none" and summary["model"] is None
+
+
+def test_the_multi_threading_mode_that_loses_data_is_refused_in_one_line(tmp_path, tiny_model,
+                                                                         capsys):
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "in" / "a.png")
+    code = audit(str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model",
+                 str(tiny_model), "--direct_num_workers", "2", "--direct_running_mode",
+                 "multi_threading")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "multi_threading loses data" in err[0]
+    assert not (tmp_path / "out" / "scores").exists()

@@ -144,25 +144,36 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, spec: ModelSpec,
                                              commit_rows=cfg.commit_rows))
 
 
-def with_local_defaults(pipeline_args: list[str], threads: int | None = None) -> list[str]:
-    """On the DirectRunner, one worker thread per core unless the user chose otherwise.
+class UnsafeRunnerMode(ValueError):
+    """A local runner setting that is known to lose data."""
 
-    Two threads let one decode while the other runs the model (Pillow and ONNX Runtime both
-    release the GIL); bench/audit_cpu.py measures 0.97 of the inference limit this way
-    against 0.86 with the DirectRunner's single worker.
+
+def with_local_defaults(pipeline_args: list[str]) -> list[str]:
+    """Beam arguments for a batch job, refusing the FnApiRunner's multi_threading mode.
+
+    In Beam 2.77 that mode (the in-process gRPC data plane) loses elements, or decodes
+    garbage and grows without bound, once one bundle sends more than the data channel's
+    10 MB flush size across a stage boundary: a manifest of 100,000 references is enough.
+    bench/fnapi_data_loss.py reproduces it with Beam alone; the in-memory mode (one worker,
+    the default here) and multi_processing are exact. So a local batch job runs one
+    in-memory worker, whose ONNX Runtime session uses every core, unless the user asks for
+    --direct_running_mode multi_processing.
     """
     args = list(pipeline_args)
     runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
-    if "--runner" in args:
+    if "--runner" in args and args.index("--runner") + 1 < len(args):
         runner = args[args.index("--runner") + 1]
     if runner not in (None, "DirectRunner", "direct"):
         return args
-    if any(a.startswith("--direct_num_workers") for a in args):
-        return args
-    threads = threads or default_intra_op_threads(1)
-    if threads > 1:
-        args += ["--direct_num_workers", str(threads), "--direct_running_mode",
-                 "multi_threading"]
+    mode = next((a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")),
+                None)
+    if "--direct_running_mode" in args and args.index("--direct_running_mode") + 1 < len(args):
+        mode = args[args.index("--direct_running_mode") + 1]
+    if mode == "multi_threading":
+        raise UnsafeRunnerMode(
+            "--direct_running_mode multi_threading loses data in Beam 2.77 once a bundle "
+            "passes 10 MB between stages (bench/fnapi_data_loss.py); use multi_processing "
+            "for several local workers")
     return args
 
 
@@ -288,11 +299,7 @@ def make_handler(backend: str, spec: ModelSpec, batch_size: int, threads: int,
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
     spec = ModelSpec.load(cfg.model_dir)
-    # Vendor APIs wait on the network: more threads keep the rate limiter busy while some
-    # threads wait for the slowest answers of their batch.
-    remote = cfg.backend in BACKENDS
-    options = PipelineOptions(with_local_defaults(pipeline_args or [],
-                                                  threads=8 if remote else None))
+    options = PipelineOptions(with_local_defaults(pipeline_args or []))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
     handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api,

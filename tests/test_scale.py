@@ -1,0 +1,53 @@
+"""A corpus with many dead links: a 100,000-row manifest of missing files, audited with
+--backend none, stays in bounded memory and accounts for every row, run after run.
+
+Beam 2.77's multi_threading mode lost rows or grew without bound on exactly this input
+(bench/fnapi_data_loss.py); three runs catch a timing-dependent failure that one would
+miss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+ROWS = 100_000
+PEAK_RSS_LIMIT_MB = 1536
+# Runs the audit in a child and prints that child's peak RSS: the test process's own
+# children (other tests' servers, chromium) must not count.
+MEASURE = r"""
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(proc.stderr[-3000:])
+print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+"""
+
+
+@pytest.fixture(scope="module")
+def missing_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dead_links")
+    manifest = root / "m.csv"
+    with open(manifest, "w") as f:
+        f.write("uri\n")
+        f.writelines(f"missing/{i:07d}.jpg\n" for i in range(1, ROWS + 1))
+    return manifest
+
+
+@pytest.mark.parametrize("run", [1, 2, 3])
+def test_100k_missing_files_manifest_stays_under_1_5_gb_and_accounts_for_every_row(
+        tmp_path, missing_manifest, run):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "synthsieve.cli", "-q", "audit", str(missing_manifest),
+           "--out", str(out), "--backend", "none"]
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True,
+                          text=True, timeout=600)
+    code, peak_mb = (int(v) for v in proc.stdout.split())
+    print(f"run {run}: exit {code}, peak RSS {peak_mb} MB")
+    assert code == 0, proc.stderr[-2000:]
+    assert peak_mb < PEAK_RSS_LIMIT_MB
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["inputs"] == ROWS and summary["errors"] == ROWS
+    assert summary["errors_by_type"] == {"not_found": ROWS}
+    assert summary["accounted_for"] is True
