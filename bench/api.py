@@ -4,7 +4,7 @@ The NIM emulator runs in its own process on 127.0.0.1 with 200 ms latency on eve
 endpoint and a 50 requests/s limit (429 + Retry-After beyond it). In one run:
 1. the seed-003 client, re-implemented faithfully (requests, one image at a time, inline
    base64 under 180,000 characters, the asset flow above), on the first --sequential images;
-2. synthsieve (`audit --backend nim --api-rate 49`, batch 16) on all images;
+2. synthsieve (`audit --backend nim --api-rate 49`, its default batch of 128) on all images;
 3. synthsieve again against an emulator that answers 10% of requests 429 and 5% 503.
 Prints images/s, the share of the rate limit used, the ratio to the sequential client, and
 whether every image ended as a scores or an errors row.
@@ -143,7 +143,7 @@ def main() -> int:
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--limit", type=float, default=50, help="the emulator's requests/s limit")
     ap.add_argument("--rate", type=float, default=49, help="synthsieve's --api-rate")
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=128, help="synthsieve's default for vendor APIs")
     ap.add_argument("--fault-images", type=int, default=2000,
                     help="images for the run with faults injected")
     ap.add_argument("beam_args", nargs="*", help="pipeline options, after --")

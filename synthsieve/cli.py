@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,36 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+EXIT_CODES = """exit codes (audit):
+  0  done: every input is a scores or errors row, error rate within --max-error-rate
+  1  rows lost: inputs != scores + errors on disk (see summary.json)
+  2  usage error (one line on stderr)
+  3  the vendor API refused the key (401/403)
+  4  every input failed, or errors / inputs above --max-error-rate"""
+
+
+LOCAL_BATCH = 16
+# One worker sends a batch's images concurrently and waits for its slowest answer; a large
+# batch keeps the rate limiter busy through those waits (bench/api.py, README).
+API_BATCH = 128
+
+
+def _batch_size(args: argparse.Namespace) -> int:
+    if args.batch_size:
+        return args.batch_size
+    return API_BATCH if args.backend in ("hive", "nim", "sightengine") else LOCAL_BATCH
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value
 
 
@@ -37,7 +69,7 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
         "audit",
         help="score every image of directories, globs or manifests and write Parquet tables",
-        description=(
+        description=textwrap.fill(
             "Score images for being AI-generated. SOURCE is a directory (recursive), a glob, "
             "or a manifest (.csv, .jsonl, .parquet) with a `uri` or `url` column, an optional "
             "`id` column and other columns carried into `extra`. Any other --option is passed "
@@ -45,6 +77,7 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
             "multi_processing, or --runner DaskRunner [--dask_client_address ADDR] with the "
             "dask extra)."
         ),
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("sources", nargs="+", metavar="SOURCE")
     a.add_argument("--out", required=True, metavar="DIR",
@@ -59,6 +92,9 @@ def _audit_parser(sub: argparse._SubParsersAction) -> None:
                    help="local files a manifest names must lie under DIR (repeatable; after "
                         "`..` and symbolic links are resolved): for manifests from others. "
                         "Manifests in buckets or on the web may never name local files")
+    a.add_argument("--max-error-rate", type=_rate, default=None, metavar="R",
+                   help="exit 4 when error rows / inputs is above R (0..1; unset by default: "
+                        "only a run in which every input failed exits 4)")
     _http_arguments(a)
     _api_arguments(a)
     _provenance_arguments(a)
@@ -68,8 +104,9 @@ def _scoring_arguments(p: argparse.ArgumentParser) -> None:
     """What audit and stream share: the backend, the model and the per-image limits."""
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
                    help="model directory with model.json (default: the bundled model)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N",
-                   help="images per inference batch (default 16)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help=f"images per inference batch (default {LOCAL_BATCH} for a local model, "
+                        f"{API_BATCH} images in flight for a vendor API)")
     p.add_argument("--max-pixels", type=_positive_int, default=100_000_000, metavar="N",
                    help="images with more pixels become error rows (default 100,000,000)")
     p.add_argument("--max-bytes", type=_positive_int, default=64 * 1024 * 1024, metavar="N",
@@ -482,7 +519,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     cfg = StreamConfig(
         subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
-        backend=args.backend, batch_size=args.batch_size, max_pixels=args.max_pixels,
+        backend=args.backend, batch_size=_batch_size(args), max_pixels=args.max_pixels,
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
         decode_timeout_s=args.decode_timeout,
         local_roots=_local_roots(args),
@@ -547,10 +584,36 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--format", choices=("html", "json"), default="html")
 
 
+def out_dir_problem(out: str) -> str | None:
+    """Why a local --out directory cannot be written, or None (remote ones are not checked
+    here: their filesystem says so when the first shard is written)."""
+    if "://" in out:
+        return None
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out} is a file, not a directory"
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out} cannot be created or written ({existing} is not writable)"
+    return None
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from synthsieve.reporting.audit_html import render
     from synthsieve.reporting.audit_queries import audit_report
 
+    for d in filter(None, (args.audit_dir, args.previous_dir)):
+        if "://" not in d and not (Path(d) / "summary.json").is_file() \
+                and not (Path(d) / "scores").is_dir():
+            print(f"synthsieve report: {d} holds no audit (no summary.json or scores/)",
+                  file=sys.stderr)
+            return 2
+    if not Path(args.out).resolve().parent.is_dir():
+        print(f"synthsieve report: the folder of --out {args.out} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         report = audit_report(args.audit_dir, args.previous_dir)
     except Exception as e:  # duckdb and filesystem errors alike: say which and stop
@@ -566,15 +629,26 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.pipelines.audit import AuditConfig, run_audit
-    from synthsieve.transforms.sources import SourceError, check_manifest, classify_source
+    from synthsieve.transforms.sources import (
+        SourceError,
+        check_manifest,
+        classify_source,
+        lists_nothing,
+    )
 
     try:
         for s in args.sources:
             kind, pattern = classify_source(s)
             if kind == "manifest" and "://" not in pattern and Path(pattern).is_file():
                 check_manifest(pattern)
+            elif kind == "files" and "://" not in pattern and lists_nothing(pattern):
+                raise SourceError(f"{s} lists no file")
     except SourceError as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    problem = out_dir_problem(args.out)
+    if problem:
+        print(f"synthsieve audit: {problem}", file=sys.stderr)
         return 2
     loaded = _model_and_provenance("audit", args)
     if loaded is None:
@@ -582,7 +656,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     provenance = loaded[1]
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
-        batch_size=args.batch_size, max_pixels=args.max_pixels, max_bytes=args.max_bytes,
+        batch_size=_batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
         decode_timeout_s=args.decode_timeout,
         local_roots=_local_roots(args),
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
@@ -610,9 +684,30 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(json.dumps(summary, indent=2))
     if summary.get("dry_run"):
         return 0
+    return audit_exit_code(summary, args.max_error_rate)
+
+
+def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
+    """The exit code a scheduler reads (README, "Exit codes"); says why on stderr."""
+    for e in summary.get("top_errors", []):
+        print(f"synthsieve audit: {e['count']} x {e['stage']}/{e['error_type']}: "
+              f"{e['message']}", file=sys.stderr)
     if not summary["accounted_for"]:
         print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
         return 1
+    inputs, errors = summary["inputs"], summary["errors"]
+    if inputs == 0:
+        print(f"synthsieve audit: {', '.join(summary['sources'])} listed no input",
+              file=sys.stderr)
+        return 2
+    if errors == inputs:
+        print(f"synthsieve audit: every input failed ({errors} error rows)", file=sys.stderr)
+        return 4
+    if max_error_rate is not None and errors / inputs > max_error_rate:
+        print(f"synthsieve audit: {errors} of {inputs} inputs failed "
+              f"({errors / inputs:.1%}), above --max-error-rate {max_error_rate}",
+              file=sys.stderr)
+        return 4
     return 0
 
 
@@ -690,7 +785,9 @@ class _DropKnownNoise(logging.Filter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synthsieve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="synthsieve", description=__doc__, epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _audit_parser(sub)

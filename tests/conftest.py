@@ -43,7 +43,8 @@ def build_tiny_model(model_dir: Path, size: int = 32, ood: bool = False) -> Path
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])],
-        outputs, [numpy_helper.from_array(w, "w"), numpy_helper.from_array(g, "g")],
+        outputs, [numpy_helper.from_array(w, "w")]
+        + ([numpy_helper.from_array(g, "g")] if ood else []),
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(model_dir / "model.onnx"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -166,8 +167,9 @@ def test_limits_on_bytes_and_pixels_make_error_rows(tmp_path, tiny_model):
     (d / "big_file.png").write_bytes(encode(photo_like(300, 300), "PNG"))
     (d / "many_pixels.jpg").write_bytes(encode(photo_like(500, 400), "JPEG", quality=30))
     out = tmp_path / "out"
+    # both inputs fail: exit 4 (every input failed)
     assert audit(str(d), "--out", str(out), "--model", str(tiny_model),
-                 "--max-bytes", "100000", "--max-pixels", "150000") == 0
+                 "--max-bytes", "100000", "--max-pixels", "150000") == 4
     errors = {Path(r["uri"]).name: r for r in read_table(out, "errors").to_pylist()}
     assert (errors["big_file.png"]["stage"], errors["big_file.png"]["error_type"]) == (
         "read", "too_large")
@@ -231,3 +233,74 @@ def test_the_multi_threading_mode_that_loses_data_is_refused_in_one_line(tmp_pat
     assert code == 2
     assert len(err) == 1 and "multi_threading loses data" in err[0]
     assert not (tmp_path / "out" / "scores").exists()
+
+
+def test_exit_codes_tell_a_scheduler_what_happened(tmp_path, tiny_model, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(good / "a.png")
+    (good / "b.txt").write_text("not an image")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.txt").write_text("not an image")
+    (bad / "y.txt").write_text("nor this")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model = ["--model", str(tiny_model)]
+    # half failed: fine by default, over a 0.4 error-rate budget
+    assert audit(str(good), "--out", str(tmp_path / "o1"), *model) == 0
+    assert audit(str(good), "--out", str(tmp_path / "o2"), *model,
+                 "--max-error-rate", "0.4") == 4
+    assert "above --max-error-rate 0.4" in capsys.readouterr().err
+    # every input failed: exit 4, with the most common message, its URI folded to {uri}
+    assert audit(str(bad), "--out", str(tmp_path / "o3"), *model) == 4
+    err = capsys.readouterr().err
+    assert "every input failed (2 error rows)" in err
+    assert "2 x decode/not_an_image" in err and "{uri}" not in err.split("x decode")[0]
+    summary = json.loads((tmp_path / "o3" / "summary.json").read_text())
+    assert summary["top_errors"][0]["count"] == 2
+    # a source that lists no file: a usage error naming it, and nothing written
+    assert audit(str(empty), "--out", str(tmp_path / "o4"), *model) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"synthsieve audit: {empty} lists no file"]
+    assert not (tmp_path / "o4").exists()
+    # out-of-range rate: refused by the parser
+    with pytest.raises(SystemExit) as e:
+        audit(str(good), "--out", str(tmp_path / "o5"), *model, "--max-error-rate", "1.5")
+    assert e.value.code == 2
+
+
+def test_out_that_is_a_file_is_refused_before_anything_runs(tmp_path, tiny_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(src / "a.png")
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    assert audit(str(src), "--out", str(a_file), "--model", str(tiny_model)) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"synthsieve audit: --out {a_file} is a file, not a directory"
+
+
+def test_out_in_an_unwritable_folder_is_refused(tmp_path, tiny_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(src / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        assert audit(str(src), "--out", str(locked / "o"), "--model", str(tiny_model)) == 2
+        assert "cannot be created or written" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_report_on_a_directory_without_an_audit_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    assert main(["-q", "report", str(tmp_path / "nothing"), "--out",
+                 str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"synthsieve report: {tmp_path / 'nothing'} holds no audit "
+                   "(no summary.json or scores/)"]

@@ -45,9 +45,11 @@ def test_100k_missing_files_manifest_stays_under_1_5_gb_and_accounts_for_every_r
                           text=True, timeout=600)
     code, peak_mb = (int(v) for v in proc.stdout.split())
     print(f"run {run}: exit {code}, peak RSS {peak_mb} MB")
-    assert code == 0, proc.stderr[-2000:]
+    assert code == 4, proc.stderr[-2000:]  # every input failed: a scheduler must see it
     assert peak_mb < PEAK_RSS_LIMIT_MB
     summary = json.loads((out / "summary.json").read_text())
     assert summary["inputs"] == ROWS and summary["errors"] == ROWS
     assert summary["errors_by_type"] == {"not_found": ROWS}
     assert summary["accounted_for"] is True
+    assert summary["top_errors"][0]["count"] == ROWS
+    assert "{uri}" in summary["top_errors"][0]["message"]

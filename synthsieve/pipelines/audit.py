@@ -195,13 +195,35 @@ def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
     return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
+TOP_ERRORS = 3
+
+
+def top_errors(errors: pa.Table, k: int = TOP_ERRORS) -> list[dict[str, Any]]:
+    """The k most common error messages, with each row's own URI replaced by {uri} so that
+    "cannot read a.jpg: not found" and "cannot read b.jpg: not found" count as one."""
+    if not errors.num_rows:
+        return []
+    counts: dict[tuple[str, str, str], int] = {}
+    example: dict[tuple[str, str, str], str] = {}
+    for uri, stage, kind, message in zip(*(errors.column(c).to_pylist() for c in (
+            "uri", "stage", "error_type", "message")), strict=True):
+        text = (message or "").replace(uri, "{uri}") if uri else (message or "")
+        key = (stage, kind, text)
+        counts[key] = counts.get(key, 0) + 1
+        example.setdefault(key, uri)
+    best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [{"count": n, "stage": st, "error_type": et, "message": msg[:300],
+             "example_uri": example[(st, et, msg)]} for (st, et, msg), n in best]
+
+
 def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int | None,
               wall_s: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk."""
     # Counted in Arrow: a million-row run is a million values, not a million dicts.
     scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
                             ["verdict", "evidence_verdict", "provenance_source"])
-    errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id, ["stage", "error_type"])
+    errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id,
+                            ["uri", "stage", "error_type", "message"])
     verdicts = _value_counts(scores, "verdict")
     by_stage = _value_counts(errors, "stage")
     done = scores.num_rows + errors.num_rows
@@ -212,6 +234,7 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int 
         "errors": errors.num_rows,
         "errors_by_stage": by_stage,
         "errors_by_type": _value_counts(errors, "error_type"),
+        "top_errors": top_errors(errors),
         "verdicts": verdicts,
         "evidence_verdicts": _value_counts(scores, "evidence_verdict"),
         "provenance_sources": _value_counts(scores, "provenance_source"),

@@ -136,7 +136,9 @@ def decode_image(data: bytes, min_size: tuple[int, int], max_pixels: int,
             img = Image.open(io.BytesIO(stripped))
             warnings.append(f"png text chunks dropped: {e}")
     except UnidentifiedImageError as e:
-        raise DecodeError("not_an_image", f"not a recognised image format: {e}") from e
+        # Pillow's text names the in-memory buffer (<_io.BytesIO object at 0x...>): noise
+        # that would make every such row's message different.
+        raise DecodeError("not_an_image", "not a recognised image format") from e
     except Image.DecompressionBombError as e:
         raise DecodeError("too_many_pixels", str(e)) from e
     except Exception as e:  # header parsing of hostile files raises OSError, SyntaxError, ...

@@ -133,6 +133,12 @@ def iter_matching(pattern: str) -> Iterator[str]:
             yield metadata.path
 
 
+def lists_nothing(pattern: str) -> bool:
+    """True when a local file pattern matches no file (checked before a run starts: a
+    source that lists nothing is a mistake, not an empty success)."""
+    return next(iter_matching(pattern), None) is None
+
+
 class _ListFiles(beam.DoFn):
     def setup(self) -> None:
         use_gcs_emulator_credentials()
