@@ -696,6 +696,8 @@ def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
         print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
         return 1
     inputs, errors = summary["inputs"], summary["errors"]
+    if inputs == 0 and summary.get("skipped_by_resume"):
+        return 0  # --resume found every input already done
     if inputs == 0:
         print(f"synthsieve audit: {', '.join(summary['sources'])} listed no input",
               file=sys.stderr)

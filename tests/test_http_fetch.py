@@ -125,8 +125,9 @@ def test_ssrf_guard_refuses_before_any_connection(tmp_path, tiny_model, server, 
             ("multicast", "http://224.0.0.1/x.jpg"), ("zero", "http://0.0.0.0/x.jpg"),
             ("cgnat", "http://100.64.0.1/x.jpg")]
     out = tmp_path / "out"
+    # every input refused: exit 4, as any run in which every input failed
     assert main(["-q", "audit", str(_manifest(tmp_path, urls)), "--out", str(out),
-                 "--model", str(tiny_model)]) == 0
+                 "--model", str(tiny_model)]) == 4
     errors = {r["image_id"]: r for r in rows(out, "errors")}
     assert not rows(out, "scores")
     assert set(errors) == {i for i, _ in urls}
@@ -140,7 +141,7 @@ def test_redirect_to_cloud_metadata_is_refused_even_when_private_is_allowed(
     out = tmp_path / "out"
     manifest = _manifest(tmp_path, [("r", server.url("/to-metadata"))])
     assert main(["-q", "audit", str(manifest), "--out", str(out), "--model", str(tiny_model),
-                 "--allow-private-networks"]) == 0
+                 "--allow-private-networks"]) == 4  # its one input failed
     [row] = rows(out, "errors")
     assert (row["error_type"], server.hits["/to-metadata"]) == ("forbidden_address", 1)
     assert "metadata" in row["message"]
