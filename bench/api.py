@@ -1,8 +1,8 @@
-"""Vendor-API throughput: synthsieve's NIM backend vs the seed-003 one-at-a-time client.
+"""Vendor-API throughput: synthsieve's NIM backend vs NVIDIA's one-at-a-time example client.
 
 The NIM emulator runs in its own process on 127.0.0.1 with 200 ms latency on every
 endpoint and a 50 requests/s limit (429 + Retry-After beyond it). In one run:
-1. the seed-003 client, re-implemented faithfully (requests, one image at a time, inline
+1. NVIDIA's example client, re-implemented faithfully (requests, one image at a time, inline
    base64 under 180,000 characters, the asset flow above), on the first --sequential images;
 2. synthsieve (`audit --backend nim --api-rate 49`, its default batch of 128) on all images;
 3. synthsieve again against an emulator that answers 10% of requests 429 and 5% 503.

@@ -27,6 +27,7 @@ from model_fit import MAX_FNR, MAX_FPR, Candidate, Head, TrainSet, design, fit_h
 
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
+from synthsieve.inference.outputs import verdict_for
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, build_onnx, sha256_file
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
@@ -35,6 +36,14 @@ KINDS = (KIND_PHOTO, KIND_ART, KIND_AI_PHOTO, KIND_AI_OTHER)
 LOFO_MIN_IMAGES = 8
 # The issue's targets on diverse val, quoted in the card next to what was measured.
 TARGETS = {"roc_auc": 0.97, "tpr": 0.85, "ece": 0.05, "fp_photo": 1, "fp_art": 2}
+
+
+def verdicts(p: np.ndarray, d: np.ndarray, t_not: float, t_ai: float, t_ood: float
+             ) -> list[str]:
+    """The verdict the pipeline writes (outputs.interpret): thresholds on the score, and
+    inconclusive whatever the score beyond the distance threshold."""
+    return [VERDICT_INCONCLUSIVE if di > t_ood else verdict_for(pi, t_ai, t_not)
+            for pi, di in zip(p, d, strict=True)]
 
 
 class Scorer:
@@ -67,17 +76,7 @@ class Scorer:
         return sigmoid(logit), self.distance(idx)
 
     def verdicts(self, p: np.ndarray, d: np.ndarray) -> list[str]:
-        out = []
-        for pi, di in zip(p, d, strict=True):
-            if di > self.t_ood:
-                out.append(VERDICT_INCONCLUSIVE)
-            elif pi >= self.t_ai:
-                out.append(VERDICT_AI)
-            elif pi <= self.t_not:
-                out.append(VERDICT_NOT_AI)
-            else:
-                out.append(VERDICT_INCONCLUSIVE)
-        return out
+        return verdicts(p, d, self.t_not, self.t_ai, self.t_ood)
 
 
 def wilson_upper(k: int, n: int, z: float = 1.96) -> float | None:
@@ -212,10 +211,7 @@ def leave_one_family_out(model: Scorer, ts: TrainSet, rows: list[Row]) -> dict:
 
 def out_of_fold_summary(ts: TrainSet, p: np.ndarray, dist: np.ndarray, t_not: float,
                         t_ai: float, t_ood: float) -> dict:
-    v = []
-    for pi, di in zip(p, dist, strict=True):
-        v.append(VERDICT_INCONCLUSIVE if di > t_ood else VERDICT_AI if pi >= t_ai
-                 else VERDICT_NOT_AI if pi <= t_not else VERDICT_INCONCLUSIVE)
+    v = verdicts(p, dist, t_not, t_ai, t_ood)
     m = ts.orig
     rows = [ts.rows[f] for f, keep in zip(ts.files, m, strict=True) if keep]
     out = metrics.summary(ts.y[m], p[m], t_not, t_ai, [x for x, k in zip(v, m, strict=True) if k])
@@ -406,7 +402,7 @@ all real images.
 
 AI images in diverse val by generator family (called ai_generated / n): {val_families}.
 
-### Targets on diverse val (issue 18), as measured
+### Targets on diverse val, as measured
 
 | target | measured | goal | |
 |---|---|---|---|

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-# Hive's source head class names (seed 001), the canonical taxonomy. Video-only classes are
+# Hive's documented source head class names, the canonical taxonomy. Video-only classes are
 # kept so that a vendor response naming one maps onto itself instead of being lost.
 SOURCE_CLASSES: tuple[str, ...] = (
     "sora", "pika", "haiper", "kling", "luma", "hedra", "runway", "hailuo", "mochi", "flux",

@@ -15,6 +15,14 @@ from synthsieve.cli import main
 from synthsieve.evaluation.perturb import CONDITIONS, center_crop, half, png_to_jpeg
 
 
+def _write_manifest(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def _labelled_corpus(root: Path) -> Path:
     """Red-ish images labelled AI, cyan-ish real: the tiny model separates them perfectly."""
     rows = []
@@ -27,12 +35,7 @@ def _labelled_corpus(root: Path) -> Path:
     (root / "broken.png").write_bytes(b"not a png")
     rows.append({"uri": str(root / "broken.png"), "label": "ai", "generator": "redgen"})
     rows.append({"uri": str(root / "0.jpg"), "label": "maybe", "generator": ""})
-    manifest = root / "labelled.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "label", "generator"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return _write_manifest(root / "labelled.csv", rows)
 
 
 def test_eval_writes_json_and_html_and_prints_auc_last(tmp_path, tiny_model, capsys):
@@ -99,12 +102,7 @@ def _kinds_corpus(root: Path, ai_format: str = "PNG", real_format: str = "PNG") 
         path = root / f"{kind}{i}.{'jpg' if fmt == 'JPEG' else 'png'}"
         Image.new("RGB", (80 + i, 64), colour).save(path, fmt)
         rows.append({"uri": str(path), "label": label, "kind": kind})
-    manifest = root / "kinds.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["uri", "label", "kind"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return _write_manifest(root / "kinds.csv", rows)
 
 
 def test_eval_reports_every_group_real_ones_included_with_verdict_shares_and_auc(

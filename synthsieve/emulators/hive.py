@@ -1,7 +1,7 @@
-"""A local stand-in for Hive's v2 sync task API (seed 001), for tests and benchmarks.
+"""A local stand-in for Hive's v2 sync task API, for tests and benchmarks.
 
 It checks requests as the real API does (token, multipart `media`, size, that the bytes are
-an image) and answers in the seed-001 response format with scores derived from the image's
+an image) and answers in Hive's documented response format with scores derived from the image's
 sha256, so the same bytes always get the same answer. Faults: see emulators/common.py.
 """
 

@@ -1,4 +1,4 @@
-"""Hive's AI-generated image detection (v2 sync task API), request and response (seed 001).
+"""Hive's AI-generated image detection (v2 sync task API): request and response.
 
 Request: multipart POST with the original bytes as `media`, header `Authorization: Token
 KEY`. Response: `status[0].response.output[0].classes`, a list of {class, score} holding
