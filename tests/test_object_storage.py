@@ -89,13 +89,18 @@ def test_audit_on_gcs_emulator_reads_a_prefix_and_writes_back(gcs, cloud_env, mo
     files = good_and_bad_files()
     for name in ("good.jpg", "good.png", "truncated.jpg", "notes.txt"):
         bucket.blob(f"imgs/{name}").upload_from_string(files[name][0])
+    # the object store's 404 (an exception with a status, not a FileNotFoundError) is not_found
+    bucket.blob("lists/m.csv").upload_from_string(
+        "uri\ngs://gcorpus/imgs/good.png\ngs://gcorpus/imgs/gone.jpg\n")
 
-    assert main(["-q", "audit", "gs://gcorpus/imgs", "--out", "gs://gcorpus/out",
-                 "--model", str(tiny_model)]) == 0
+    assert main(["-q", "audit", "gs://gcorpus/imgs", "gs://gcorpus/lists/m.csv",
+                 "--out", "gs://gcorpus/out", "--model", str(tiny_model)]) == 0
 
     blobs = {b.name: b.download_as_bytes() for b in client.list_blobs("gcorpus", prefix="out/")}
     scores, errors = _tables(blobs, "scores"), _tables(blobs, "errors")
     assert sorted(scores.column("uri").to_pylist()) == [
-        "gs://gcorpus/imgs/good.jpg", "gs://gcorpus/imgs/good.png"]
-    assert sorted(errors.column("error_type").to_pylist()) == ["not_an_image", "truncated"]
+        "gs://gcorpus/imgs/good.jpg", "gs://gcorpus/imgs/good.png",
+        "gs://gcorpus/imgs/good.png"]
+    assert sorted(errors.column("error_type").to_pylist()) == [
+        "not_an_image", "not_found", "truncated"]
     assert json.loads(blobs["out/summary.json"])["accounted_for"] is True

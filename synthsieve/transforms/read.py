@@ -25,16 +25,48 @@ def is_http(uri: str) -> bool:
     return uri[:8].lower().startswith(("http://", "https://"))
 
 
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """exc and every exception it wraps: Beam's BeamIOError keeps them per path, others
+    chain them as __cause__/__context__."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        details = getattr(e, "exception_details", None)
+        if isinstance(details, dict):
+            todo.extend(v for v in details.values() if isinstance(v, BaseException))
+        todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an object store's client put on its exception: google-api-core's
+    `code`, Beam's S3ClientError `code`, botocore's response metadata."""
+    for attr in ("code", "status", "status_code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and 100 <= value <= 599:
+            return int(value)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        value = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _classify(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if isinstance(exc, FileNotFoundError) or "no such file" in text or "not found" in text \
-            or "404" in text:
-        return "not_found"
-    if isinstance(exc, PermissionError) or "permission denied" in text or "forbidden" in text \
-            or "403" in text:
-        return "permission_denied"
-    if isinstance(exc, IsADirectoryError) or "is a directory" in text:
-        return "is_a_directory"
+    """An error type from the exception's class or HTTP status, never from its text: a
+    path may contain "404" or "not found" whatever went wrong reading it."""
+    for e in _causes(exc):
+        status = _http_status(e)
+        if isinstance(e, FileNotFoundError) or status in (404, 410):
+            return "not_found"
+        if isinstance(e, PermissionError) or status in (401, 403):
+            return "permission_denied"
+        if isinstance(e, IsADirectoryError):
+            return "is_a_directory"
     return "io_error"
 
 
