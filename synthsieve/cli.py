@@ -28,8 +28,10 @@ EXIT_CODES = """exit codes (audit):
   0  done: every input is a scores or errors row, error rate within --max-error-rate
   1  rows lost: inputs != scores + errors on disk (see summary.json)
   2  usage error (one line on stderr)
-  3  the vendor API refused the key (401/403)
-  4  every input failed, or errors / inputs above --max-error-rate"""
+  3  the vendor API refused the key or its configuration (401/403, or every first
+     request failed the same way, e.g. 404 from a wrong --api-url)
+  4  every input failed, or errors / inputs above --max-error-rate
+  5  count unknown: the runner's counters could not be read (accounted_for null)"""
 
 
 LOCAL_BATCH = 16
@@ -565,6 +567,10 @@ def _run_scrub(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"synthsieve scrub: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
+    if summary["kept"] is None:
+        print("synthsieve scrub: the runner's counters could not be read, so how many images "
+              "were kept and removed is unknown; see the manifests under --out", file=sys.stderr)
+        return 5
     return 1 if summary["actions"].get("failed") else 0
 
 
@@ -624,6 +630,10 @@ def _run_report(args: argparse.Namespace) -> int:
     Path(args.out).write_text(text)
     t = report["totals"]
     print(f"{args.out}: {t['images']} images ({t['scores']} scored, {t['errors']} errors)")
+    if t["accounted_for"] is None:
+        print(f"synthsieve report: {args.audit_dir} does not say how many inputs it had, so "
+              "inputs == scores + errors is unchecked", file=sys.stderr)
+        return 5
     return 0 if t["accounted_for"] else 1
 
 
@@ -692,6 +702,10 @@ def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
     for e in summary.get("top_errors", []):
         print(f"synthsieve audit: {e['count']} x {e['stage']}/{e['error_type']}: "
               f"{e['message']}", file=sys.stderr)
+    if summary["accounted_for"] is None:
+        print("synthsieve audit: the runner's counters could not be read, so whether every "
+              "input got a row is unknown (summary.json: accounted_for null)", file=sys.stderr)
+        return 5
     if not summary["accounted_for"]:
         print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
         return 1

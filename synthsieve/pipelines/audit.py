@@ -216,9 +216,10 @@ def top_errors(errors: pa.Table, k: int = TOP_ERRORS) -> list[dict[str, Any]]:
              "example_uri": example[(st, et, msg)]} for (st, et, msg), n in best]
 
 
-def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int | None,
-              wall_s: float, counters: dict[str, int] | None = None) -> dict[str, Any]:
-    """Counts what the run actually wrote, so the summary checks the invariant on disk."""
+def summarize(cfg: AuditConfig, model_id: str | None, backend: str,
+              counters: dict[str, int] | None, wall_s: float) -> dict[str, Any]:
+    """Counts what the run actually wrote, so the summary checks the invariant on disk.
+    `accounted_for` is None (JSON null) when the inputs could not be counted."""
     # Counted in Arrow: a million-row run is a million values, not a million dicts.
     scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
                             ["verdict", "evidence_verdict", "provenance_source"])
@@ -227,9 +228,10 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int 
     verdicts = _value_counts(scores, "verdict")
     by_stage = _value_counts(errors, "stage")
     done = scores.num_rows + errors.num_rows
+    inputs = counted_inputs(counters, done)
     return {
         "run_id": cfg.run_id,
-        "inputs": inputs if inputs is not None else done,
+        "inputs": inputs,
         "scores": scores.num_rows,
         "errors": errors.num_rows,
         "errors_by_stage": by_stage,
@@ -238,7 +240,7 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str, inputs: int 
         "verdicts": verdicts,
         "evidence_verdicts": _value_counts(scores, "evidence_verdict"),
         "provenance_sources": _value_counts(scores, "provenance_source"),
-        "accounted_for": inputs is None or inputs == done,
+        "accounted_for": None if inputs is None else inputs == done,
         "skipped_by_resume": (counters or {}).get("resume_skipped", 0),
         "duplicate_bytes_scored_once": (counters or {}).get("duplicate_bytes", 0),
         "images_per_s": round(done / wall_s, 2) if wall_s > 0 else None,
@@ -267,18 +269,30 @@ def _auth_failure(exc: BaseException) -> str | None:
     return None
 
 
-def pipeline_counters(result: Any) -> dict[str, int]:
-    """Our Beam counters by name; {} where a runner does not report metrics."""
+def pipeline_counters(result: Any) -> dict[str, int] | None:
+    """Our Beam counters by name; None when the runner's metrics cannot be read (the caller
+    must then say the count is unknown, not assume it)."""
     try:
         found = result.metrics().query(MetricsFilter().with_namespace("synthsieve"))["counters"]
-    except Exception as e:  # some runners do not report metrics; the tables still count
-        log.warning("could not read the pipeline's counters: %s", e)
-        return {}
+    except Exception as e:  # noqa: BLE001 - any runner's failure means "unknown"
+        log.warning("could not read the pipeline's counters: %s: %s", type(e).__name__, e)
+        return None
     out: dict[str, int] = {}
     for c in found:
         out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(
             c.committed or c.attempted or 0)
     return out
+
+
+def counted_inputs(counters: dict[str, int] | None, rows_written: int) -> int | None:
+    """How many inputs the sources gave, or None when that is not known: the counters could
+    not be read, or rows were written while no input was counted (a runner that reports no
+    metrics). A counter never incremented is absent, so no rows and no counter is 0."""
+    if counters is None:
+        return None
+    if "inputs" in counters:
+        return counters["inputs"]
+    return 0 if rows_written == 0 else None
 
 
 Handler = OnnxImageModelHandler | RemoteApiModelHandler | None
@@ -347,15 +361,15 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
         raise
     wall_s = time.monotonic() - start
     counters = pipeline_counters(result)
-    inputs = counters.get("inputs")
     if cfg.dry_run:
+        known = counters or {}
         return {"run_id": cfg.run_id, "dry_run": True, "backend": backend_name,
-                "inputs": inputs or 0,
-                "would_send_requests": counters.get("would_send", 0),
-                "duplicate_bytes_not_sent": counters.get("duplicate_bytes", 0),
-                "skipped_by_resume": counters.get("resume_skipped", 0),
+                "inputs": known.get("inputs", 0) if counters is not None else None,
+                "would_send_requests": known.get("would_send", 0),
+                "duplicate_bytes_not_sent": known.get("duplicate_bytes", 0),
+                "skipped_by_resume": known.get("resume_skipped", 0),
                 "wall_s": round(wall_s, 2)}
-    summary = summarize(cfg, model_id, backend_name, inputs, wall_s, counters)
+    summary = summarize(cfg, model_id, backend_name, counters, wall_s)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

@@ -258,9 +258,12 @@ def run_scrub(cfg: ScrubConfig, pipeline_args: list[str] | None = None) -> dict[
     build_scrub(p, cfg)
     result = p.run()
     result.wait_until_finish()
-    counts = pipeline_counters(result)
+    known = pipeline_counters(result)
+    counts = known or {}
     summary = {"audit": cfg.audit_dir, "out": cfg.out_dir,
-               "kept": counts.get(KEEP, 0), "removed": counts.get(REMOVE, 0),
+               # None (JSON null) when the runner's counters could not be read
+               "kept": counts.get(KEEP, 0) if known is not None else None,
+               "removed": counts.get(REMOVE, 0) if known is not None else None,
                "apply": cfg.apply or "dry run", "to": cfg.to,
                "actions": {k: counts[k] for k in ("copied", "moved", "done_before", "skipped",
                                                   "failed") if counts.get(k)},

@@ -61,9 +61,9 @@ def render(report: dict[str, Any]) -> str:
     plots = _plots(report)
     ok = "ok" if t["accounted_for"] else "bad"
     summary_inputs = t["inputs_in_summary"]
-    accounted = (f"inputs {summary_inputs} = scores + errors" if t["accounted_for"] and
-                 summary_inputs is not None else
-                 "no summary.json to check against" if summary_inputs is None else
+    accounted = (f"inputs {summary_inputs} = scores + errors" if t["accounted_for"] else
+                 "inputs unknown (no count in summary.json): not checked"
+                 if summary_inputs is None else
                  f"inputs {summary_inputs} != scores + errors {t['images']}")
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8>"

@@ -124,7 +124,7 @@ def _single(con: duckdb.DuckDBPyConnection, root: Path, audit_dir: str) -> dict[
         "audit": audit_dir,
         "totals": {"images": scores + errors, "scores": scores, "errors": errors,
                    "inputs_in_summary": inputs,
-                   "accounted_for": inputs is None or inputs == scores + errors},
+                   "accounted_for": None if inputs is None else inputs == scores + errors},
         "verdicts": _counts(con, "SELECT coalesce(verdict, 'no score'), count(*) FROM "
                                  "a_scores GROUP BY 1 ORDER BY 2 DESC"),
         "evidence_verdicts": _counts(con, "SELECT coalesce(evidence_verdict, 'none'), "
