@@ -219,14 +219,15 @@ class DaskRunnerResult(PipelineResult):
 
         try:
             timeout = duration / 1000 if duration is not None else None
-            # Gathering raises a worker's exception here. The metrics are taken as they come:
-            # asking the future again later can wait forever for a key already released.
-            for future, value in ddist.as_completed([*self._leaves, self._metrics_future],
-                                                    timeout=timeout, with_results=True):
-                if future is self._metrics_future:
-                    for n, updates in enumerate(value):
-                        self._metrics.commit_logical(n, updates)
-                        self._metrics.commit_physical(n, updates)
+            futures = [*self._leaves, self._metrics_future]
+            ddist.wait(futures, timeout=timeout)
+            # One gather for all (it raises a worker's exception), and before the client
+            # closes. as_completed(with_results=True) gathers each future as it finishes;
+            # those concurrent gathers can wait forever (dask/distributed#7331).
+            *_, updates_per_bundle = self._client.gather(futures)
+            for n, updates in enumerate(updates_per_bundle):
+                self._metrics.commit_logical(n, updates)
+                self._metrics.commit_physical(n, updates)
             self._state = PipelineState.DONE
         except Exception:
             self._state = PipelineState.FAILED
