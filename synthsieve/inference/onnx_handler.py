@@ -8,6 +8,9 @@ named output, so one handler serves any model that follows the contract.
 from __future__ import annotations
 
 import os
+import threading
+import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,39 @@ class ModelFileMissing(FileNotFoundError):
     pass
 
 
+class LoadedModel:
+    """An InferenceSession that its handler can close.
+
+    Beam's Shared cache keeps the last model a process loaded alive until another is
+    loaded, so after a run its session, with ONNX Runtime's thread pool, would otherwise be
+    destroyed only during interpreter exit, in no particular order with the rest. `close`
+    drops it while the interpreter is whole.
+    """
+
+    def __init__(self, session: ort.InferenceSession):
+        self._session: ort.InferenceSession | None = session
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            raise RuntimeError("the model was closed when its run ended")
+        return self._session
+
+    def close(self) -> None:
+        self._session = None
+
+
+_models_lock = threading.Lock()
+_models: dict[str, weakref.WeakSet[LoadedModel]] = {}
+
+
 def default_intra_op_threads(workers_per_machine: int = 1) -> int:
     """Cores divided among the worker processes/threads that each run their own batches."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // max(1, workers_per_machine))
 
 
-class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.InferenceSession]):
+class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedModel]):
     """Runs batches of HWC uint8 images through an ONNX model on the CPU.
 
     RunInference keeps one loaded model per worker process (beam's Shared handle) and all
@@ -47,6 +76,9 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.Infer
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ):
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+        # Travels with the pickled handler, so the copies a runner makes of it find the
+        # models this handler's pipeline loaded in this process.
+        self._token = uuid.uuid4().hex
         self._spec = spec
         self._batch_size = batch_size
         self._intra_op_threads = intra_op_threads
@@ -58,7 +90,14 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.Infer
     def spec(self) -> ModelSpec:
         return self._spec
 
-    def load_model(self) -> ort.InferenceSession:
+    def release(self) -> None:
+        """Closes every model this handler (or a copy of it) loaded in this process."""
+        with _models_lock:
+            models = list(_models.pop(self._token, ()))
+        for model in models:
+            model.close()
+
+    def load_model(self) -> LoadedModel:
         path = Path(self._spec.model_path)
         if not path.is_file():
             raise ModelFileMissing(
@@ -84,20 +123,24 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, ort.Infer
             raise ValueError(
                 f"{path} has inputs {sorted(names)}; model.json names {self._spec.input_name!r}"
             )
-        return session
+        model = LoadedModel(session)
+        with _models_lock:
+            _models.setdefault(self._token, weakref.WeakSet()).add(model)
+        return model
 
     def run_inference(
         self,
         batch: Sequence[np.ndarray],
-        model: ort.InferenceSession,
+        model: LoadedModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
+        session = model.session
         x = self._spec.normalize_batch(np.stack(batch, axis=0))
-        names = [o.name for o in model.get_outputs()]
+        names = [o.name for o in session.get_outputs()]
         if self._spec.batch_invariant:
-            outs = model.run(names, {self._spec.input_name: x})
+            outs = session.run(names, {self._spec.input_name: x})
         else:
-            per_image = [model.run(names, {self._spec.input_name: x[i:i + 1]})
+            per_image = [session.run(names, {self._spec.input_name: x[i:i + 1]})
                          for i in range(len(batch))]
             outs = [np.concatenate(parts, axis=0) for parts in zip(*per_image, strict=True)]
         for i, example in enumerate(batch):

@@ -34,7 +34,7 @@ from synthsieve.transforms.decode import (
     DecodeImages,
 )
 from synthsieve.transforms.dedupe import ERROR, SCORE, RecordLeaders, SplitDuplicates
-from synthsieve.transforms.fetch_http import HttpConfig
+from synthsieve.transforms.fetch_http import HttpConfig, close_http
 from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.resume import DoneIds, SkipDone
@@ -269,6 +269,17 @@ def _auth_failure(exc: BaseException) -> str | None:
     return None
 
 
+def release_in_process_resources(handler: Any) -> None:
+    """Closes what an in-process run's workers left in this process once it is done: the
+    handler's model sessions and the HTTP event loop thread with its sessions. Left to
+    interpreter exit, their native thread pools and sockets are torn down in no set order.
+    A worker in another process (multi_processing, Dask, Dataflow) ends with its process."""
+    release = getattr(handler, "release", None)
+    if callable(release):
+        release()
+    close_http()
+
+
 def pipeline_counters(result: Any) -> dict[str, int] | None:
     """Our Beam counters by name; None when the runner's metrics cannot be read (the caller
     must then say the count is unknown, not assume it)."""
@@ -359,6 +370,8 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
         if message:  # the runner wraps it, sometimes only as text: give the API's message
             raise ApiAuthError(message) from None
         raise
+    finally:
+        release_in_process_resources(handler)
     wall_s = time.monotonic() - start
     counters = pipeline_counters(result)
     if cfg.dry_run:

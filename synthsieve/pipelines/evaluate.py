@@ -32,7 +32,12 @@ from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.audit import new_run_id, with_local_defaults, workers_per_machine
+from synthsieve.pipelines.audit import (
+    new_run_id,
+    release_in_process_resources,
+    with_local_defaults,
+    workers_per_machine,
+)
 from synthsieve.pipelines.runners import local_runner
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
@@ -238,7 +243,10 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
     start = time.monotonic()
     p = beam.Pipeline(runner=local_runner(options), options=options)
     build_eval(p, cfg, spec, handler)
-    p.run().wait_until_finish()
+    try:
+        p.run().wait_until_finish()
+    finally:
+        release_in_process_resources(handler)
     # Labelled eval sets are small: the report works on rows.
     scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
                             ["image_id", "uri", "ai_generated", "verdict", "format", "width",

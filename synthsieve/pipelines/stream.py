@@ -40,6 +40,7 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.audit import (
     make_handler,
     new_run_id,
+    release_in_process_resources,
     score_transform,
     workers_per_machine,
 )
@@ -212,6 +213,8 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                                 "handed back to the subscription", relay.in_flight,
                                 cfg.drain_s)
             result.cancel()
+    if PipelineState.is_terminal(result.state):  # no bundle can still be using them
+        release_in_process_resources(handler)
     summary: dict[str, Any] = {
         "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
         "ended": reason, "wall_s": round(time.monotonic() - start, 2)}

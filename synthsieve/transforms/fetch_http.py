@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -24,6 +26,8 @@ from synthsieve.netguard import (
     check_literal,
     find_forbidden,
 )
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = (f"synthsieve/{__version__} (AI-generated image audit; "
               "honours X-Robots-Tag noai/noimageai)")
@@ -93,11 +97,18 @@ def backoff_delay(attempt: int, retry_after: float | None, base_s: float, max_s:
 
 
 class _Loop:
-    """One event loop thread per worker process, with one session per HttpConfig."""
+    """One event loop thread per worker process, with one session per HttpConfig.
+
+    `shutdown` closes the sessions and joins the thread. A batch job calls it when its
+    pipeline is done, so that no loop, socket or thread of ours is left for interpreter exit
+    to tear down in whatever order it likes.
+    """
 
     _lock = threading.Lock()
     _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
     _sessions: dict[HttpConfig, aiohttp.ClientSession] = {}
+    _closers: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     def get(cls) -> asyncio.AbstractEventLoop:
@@ -111,11 +122,45 @@ class _Loop:
                     loop.call_soon(started.set)
                     loop.run_forever()
 
-                threading.Thread(target=run, name="synthsieve-http", daemon=True).start()
+                cls._thread = threading.Thread(target=run, name="synthsieve-http", daemon=True)
+                cls._thread.start()
                 started.wait()
                 cls._loop = loop
                 cls._sessions = {}
+                cls._closers = []
             return cls._loop
+
+    @classmethod
+    def at_shutdown(cls, closer: Callable[[], Awaitable[None]]) -> None:
+        """closer() is awaited on the loop by shutdown, before the loop stops."""
+        with cls._lock:
+            cls._closers.append(closer)
+
+    @classmethod
+    def shutdown(cls, timeout_s: float = 10.0) -> None:
+        with cls._lock:
+            loop, thread = cls._loop, cls._thread
+            sessions, closers = list(cls._sessions.values()), list(cls._closers)
+            cls._loop, cls._thread, cls._sessions, cls._closers = None, None, {}, []
+        if loop is None:
+            return
+        if loop.is_running():
+            async def close() -> None:
+                for closer in closers:
+                    await closer()
+                for session in sessions:
+                    await session.close()
+
+            try:
+                asyncio.run_coroutine_threadsafe(close(), loop).result(timeout_s)
+            except Exception as e:  # noqa: BLE001 - closing is best effort; stopping is not
+                log.warning("closing HTTP sessions: %s: %s", type(e).__name__, e)
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout_s)
+        if thread is None or not thread.is_alive():
+            loop.close()
+
 
     @classmethod
     def session(cls, cfg: HttpConfig) -> aiohttp.ClientSession:
@@ -135,6 +180,12 @@ class _Loop:
                                                       sock_read=cfg.read_timeout_s))
                 cls._sessions[cfg] = asyncio.run_coroutine_threadsafe(make(), loop).result()
             return cls._sessions[cfg]
+
+
+def close_http() -> None:
+    """Closes this process's HTTP sessions and stops its event loop thread (a later fetch
+    starts a new one)."""
+    _Loop.shutdown()
 
 
 class Fetcher:

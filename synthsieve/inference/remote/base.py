@@ -156,8 +156,17 @@ class ApiClient:
                         connector=aiohttp.TCPConnector(limit=cfg.max_in_flight))
                     return cls(cfg, secrets, session, RateLimiter(cfg.rate_per_worker),
                                asyncio.Semaphore(cfg.max_in_flight), loop)
-                cls._clients[cfg] = asyncio.run_coroutine_threadsafe(make(), loop).result()
+                client = asyncio.run_coroutine_threadsafe(make(), loop).result()
+                cls._clients[cfg] = client
+                _Loop.at_shutdown(client._close)
             return cls._clients[cfg]
+
+    async def _close(self) -> None:
+        """Called on the loop by its shutdown: the next run makes a new client there."""
+        with ApiClient._lock:
+            if ApiClient._clients.get(self.cfg) is self:
+                del ApiClient._clients[self.cfg]
+        await self.session.close()
 
     async def call(self, backend: ApiBackend, data: bytes, uri: str) -> ApiResult:
         """One image: send, retry what is transient, map the answer. Raises ApiAuthError."""
