@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
+import typing as t
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,10 +19,24 @@ if TYPE_CHECKING:
     from synthsieve.provenance import ProvenanceOptions
 
 
+def _number(text: str, kind: type, what: str) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = int(_number(text, int, "a positive integer"))
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(_number(text, int, "an integer 0 or more"))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer 0 or more, got {text}")
     return value
 
 
@@ -47,18 +63,15 @@ def _batch_size(args: argparse.Namespace) -> int:
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}") from None
+    value = _number(text, float, "a number from 0 to 1")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
+    value = _number(text, float, "a positive number")
+    if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
@@ -187,17 +200,18 @@ def _api_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("vendor API backends")
     g.add_argument("--api-url", default=None, metavar="URL",
                    help="send requests here instead of the vendor's endpoint (an emulator, "
-                        "a proxy, a self-hosted container)")
-    g.add_argument("--api-rate", type=float, default=10.0, metavar="R",
+                        "a proxy, a self-hosted container): a base URL (http://host:port) "
+                        "gets the vendor's endpoint path, a URL with a path is used as is")
+    g.add_argument("--api-rate", type=_positive_float, default=10.0, metavar="R",
                    help="requests per second for the whole job (default 10)")
     g.add_argument("--api-workers", type=_positive_int, default=1, metavar="N",
                    help="worker processes sharing --api-rate (default 1: the DirectRunner's "
                         "threads share one process)")
     g.add_argument("--api-concurrency", type=_positive_int, default=16, metavar="N",
                    help="requests in flight per worker process (default 16)")
-    g.add_argument("--api-retries", type=int, default=5, metavar="N",
+    g.add_argument("--api-retries", type=_non_negative_int, default=5, metavar="N",
                    help="retries on 429, 5xx, timeouts and unreadable answers (default 5)")
-    g.add_argument("--api-timeout", type=float, default=60.0, metavar="S",
+    g.add_argument("--api-timeout", type=_positive_float, default=60.0, metavar="S",
                    help="seconds for one request (default 60)")
     g.add_argument("--api-assets-url", default=None, metavar="URL",
                    help="nim: the asset-upload endpoint for images over the inline limit "
@@ -205,7 +219,13 @@ def _api_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-send-urls", choices=("public", "always", "never"), default="public",
                    help="sightengine: send http(s) inputs by URL instead of uploading them "
                         "(public hosts only by default)")
-    g.add_argument("--max-requests", type=int, default=None, metavar="N",
+    g.add_argument("--api-ai-threshold", type=_rate, default=0.8, metavar="T",
+                   help="a vendor's ai_generated score at or above T is verdict ai_generated "
+                        "(default 0.8)")
+    g.add_argument("--api-not-ai-threshold", type=_rate, default=0.2, metavar="T",
+                   help="at or below T, not_ai_generated; between the two, inconclusive "
+                        "(default 0.2)")
+    g.add_argument("--max-requests", type=_non_negative_int, default=None, metavar="N",
                    help="send at most N images to the API; the rest become error rows")
     g.add_argument("--dry-run", action="store_true",
                    help="read and decode everything and print how many images a vendor "
@@ -214,18 +234,23 @@ def _api_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _api_config(args: argparse.Namespace):
-    """The vendor backend's ApiConfig; None for the local backends."""
-    from synthsieve.inference.remote import BACKENDS, ApiConfig
+    """The vendor backend's ApiConfig; None for the local backends. Raises ValueError for
+    options that contradict each other."""
+    from synthsieve.inference.remote import BACKENDS, ApiConfig, endpoint_url
 
+    if args.api_not_ai_threshold > args.api_ai_threshold:
+        raise ValueError(f"--api-not-ai-threshold {args.api_not_ai_threshold} is above "
+                         f"--api-ai-threshold {args.api_ai_threshold}")
     if args.backend not in BACKENDS:
         return None
     backend = BACKENDS[args.backend]
-    return ApiConfig(backend=args.backend, url=args.api_url or backend.default_url,
+    return ApiConfig(backend=args.backend, url=endpoint_url(args.api_url, backend.default_url),
                      key_env=backend.key_env, rate_per_s=args.api_rate,
                      workers=args.api_workers, max_in_flight=args.api_concurrency,
                      retries=max(0, args.api_retries), timeout_s=args.api_timeout,
                      assets_url=args.api_assets_url, send_urls=args.api_send_urls,
-                     max_requests=args.max_requests)
+                     max_requests=args.max_requests, threshold_ai=args.api_ai_threshold,
+                     threshold_not_ai=args.api_not_ai_threshold)
 
 
 def _http_arguments(p: argparse.ArgumentParser) -> None:
@@ -237,9 +262,9 @@ def _http_arguments(p: argparse.ArgumentParser) -> None:
                    help="requests in flight per worker process (default 64)")
     g.add_argument("--http-per-host", type=_positive_int, default=8, metavar="N",
                    help="requests in flight per host and worker process (default 8)")
-    g.add_argument("--http-retries", type=int, default=3, metavar="N",
+    g.add_argument("--http-retries", type=_non_negative_int, default=3, metavar="N",
                    help="retries on 429, 5xx, timeouts and connection errors (default 3)")
-    g.add_argument("--http-timeout", type=float, default=30.0, metavar="S",
+    g.add_argument("--http-timeout", type=_positive_float, default=30.0, metavar="S",
                    help="seconds to wait for the next bytes of a response (default 30)")
 
 
@@ -356,7 +381,7 @@ def _launch_parser(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--machine-type", default="g2-standard-8")
     lp.add_argument("--gpu-type", default="nvidia-l4",
                     help="Dataflow accelerator type, or 'none' for CPU workers")
-    lp.add_argument("--gpu-count", type=int, default=1)
+    lp.add_argument("--gpu-count", type=_positive_int, default=1)
     lp.add_argument("--max-workers", type=_positive_int, default=10)
     lp.add_argument("--job-name")
     lp.add_argument("--service-account")
@@ -477,11 +502,11 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, metavar="DIR")
     a.add_argument("--flag-topic", default=None, metavar="projects/P/topics/T")
     a.add_argument("--dead-letter-topic", default=None, metavar="projects/P/topics/T")
-    a.add_argument("--window", type=float, default=60.0, metavar="S",
+    a.add_argument("--window", type=_positive_float, default=60.0, metavar="S",
                    help="seconds per Parquet window (default 60)")
-    a.add_argument("--run-for", type=float, default=None, metavar="S",
+    a.add_argument("--run-for", type=_positive_float, default=None, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
-    a.add_argument("--lease", type=float, default=30.0, metavar="S",
+    a.add_argument("--lease", type=_positive_float, default=30.0, metavar="S",
                    help="DirectRunner: how long a pulled message stays leased between "
                         "renewals; after a crash it is delivered again within S (default 30)")
     a.add_argument("--no-ack-after-commit", dest="ack_after_commit", action="store_false",
@@ -497,6 +522,28 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
     _provenance_arguments(a)
 
 
+# Pub/Sub's rule for topic and subscription IDs: 3-255 characters, starting with a letter,
+# of letters, digits and - _ . ~ + %, not starting with "goog".
+_PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+
+
+def pubsub_name_problem(value: str, kind: str) -> str | None:
+    """Why value is not a full Pub/Sub resource name of kind (subscriptions or topics)."""
+    from apache_beam.io.gcp.pubsub import PROJECT_ID_REGEXP
+
+    parts = value.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != kind:
+        return f"must look like projects/PROJECT/{kind}/NAME"
+    project, name = parts[1], parts[3]
+    if not re.fullmatch(PROJECT_ID_REGEXP, project):
+        return (f"{project!r} is not a project ID (6-30 lowercase letters, digits and "
+                "hyphens, starting with a letter)")
+    if not _PUBSUB_ID.fullmatch(name) or name.startswith("goog"):
+        return (f"{name!r} is not a Pub/Sub ID (3-255 letters, digits and -_.~+%, starting "
+                "with a letter, not with goog)")
+    return None
+
+
 def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.pipelines.stream import StreamConfig, run_stream
 
@@ -506,10 +553,9 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     for name, value, kind in (("--subscription", args.subscription, "subscriptions"),
                               ("--flag-topic", args.flag_topic, "topics"),
                               ("--dead-letter-topic", args.dead_letter_topic, "topics")):
-        parts = (value or "").split("/")
-        if value and (len(parts) != 4 or parts[0] != "projects" or parts[2] != kind):
-            print(f"synthsieve stream: {name} must look like projects/P/{kind}/NAME",
-                  file=sys.stderr)
+        problem = pubsub_name_problem(value, kind) if value else None
+        if problem:
+            print(f"synthsieve stream: {name} {value}: {problem}", file=sys.stderr)
             return 2
     if args.window <= 0 or not 10 <= args.lease <= 600:
         print("synthsieve stream: --window must be positive and --lease within 10..600 s "
@@ -518,6 +564,11 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
     loaded = _model_and_provenance("stream", args)
     if loaded is None:
         return 2
+    try:
+        api = _api_config(args)
+    except ValueError as e:
+        print(f"synthsieve stream: {e}", file=sys.stderr)
+        return 2
     cfg = StreamConfig(
         subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
@@ -525,11 +576,18 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=_http_config(args),
         decode_timeout_s=args.decode_timeout,
         local_roots=_local_roots(args),
-        provenance=loaded[1], api=_api_config(args), lease_s=args.lease,
+        provenance=loaded[1], api=api, lease_s=args.lease,
         ack_after_commit=args.ack_after_commit)
     if args.run_id:
         cfg.run_id = args.run_id
-    print(json.dumps(run_stream(cfg, beam_args, run_for_s=args.run_for), indent=2))
+    from synthsieve.inference.remote import ApiKeyMissing
+
+    try:
+        summary = run_stream(cfg, beam_args, run_for_s=args.run_for)
+    except ApiKeyMissing as e:
+        print(f"synthsieve stream: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -664,6 +722,11 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     if loaded is None:
         return 2
     provenance = loaded[1]
+    try:
+        api = _api_config(args)
+    except ValueError as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=_batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
@@ -671,7 +734,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         local_roots=_local_roots(args),
         intra_op_threads=args.ort_threads, http=_http_config(args), resume=args.resume,
         backend=args.backend, commit_rows=args.commit_every,
-        api=_api_config(args), dry_run=args.dry_run, provenance=provenance,
+        api=api, dry_run=args.dry_run, provenance=provenance,
     )
     if args.dry_run and args.backend not in ("hive", "nim", "sightengine"):
         print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
@@ -679,12 +742,15 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     if args.run_id:
         cfg.run_id = args.run_id
-    from synthsieve.inference.remote import ApiAuthError
+    from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
     from synthsieve.pipelines.audit import UnsafeRunnerMode
     from synthsieve.pipelines.runners import RunnerUnavailable
 
     try:
         summary = run_audit(cfg, beam_args)
+    except ApiKeyMissing as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
     except ApiAuthError as e:
         print(f"synthsieve audit: {e}", file=sys.stderr)
         return 3
@@ -800,10 +866,40 @@ class _DropKnownNoise(logging.Filter):
         return not any(n in msg for n in self.NOISE)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> t.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _DropApiAuthFailures(logging.Filter):
+    """A refused API key stops the job with one line from the CLI; without this, each DoFn
+    and runner layer it passes through logs it again, with a traceback. Recognised by the
+    exception's type, in the record's exc_info or its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from synthsieve.inference.remote import ApiAuthError
+
+        carried = [record.exc_info[1]] if record.exc_info else []
+        carried += list(record.args) if isinstance(record.args, tuple) else []
+        for item in carried:
+            seen: set[int] = set()
+            while isinstance(item, BaseException) and id(item) not in seen:
+                if isinstance(item, ApiAuthError):
+                    return False
+                seen.add(id(item))
+                item = item.__cause__ or item.__context__
+        return True
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from synthsieve import __version__
+
+    parser = _Parser(
         prog="synthsieve", description=__doc__, epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"synthsieve {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _audit_parser(sub)
@@ -819,12 +915,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _beam_args_problem(parser: argparse.ArgumentParser, command: str,
+                       rest: list[str]) -> str | None:
+    """Why the arguments left for Beam cannot all be Beam's: a flag neither synthsieve nor
+    Beam knows (Beam would drop it and run without it), or a stray value."""
+    if not rest:
+        return None
+    from synthsieve.pipelines.options import beam_flags, did_you_mean, unknown_options
+
+    unknown = unknown_options(rest)
+    if unknown:
+        sub = next(a for a in parser._actions  # noqa: SLF001 - argparse keeps them here
+                   if isinstance(a, argparse._SubParsersAction)).choices[command]  # noqa: SLF001
+        ours = [s for a in sub._actions for s in a.option_strings]  # noqa: SLF001
+        guess = did_you_mean(unknown[0], ours + beam_flags())
+        hint = f" (did you mean {guess}?)" if guess else ""
+        return f"unknown option {unknown[0]}{hint}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # Logging first: building the parsers imports Beam, which logs on import.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _DropKnownNoise) for f in handler.filters):
-            handler.addFilter(_DropKnownNoise())
+        for kind in (_DropKnownNoise, _DropApiAuthFailures):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     job: list[str] = []
@@ -837,6 +953,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         # Beam logs every stage at INFO; keep our progress lines readable.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if args.command in ("audit", "stream", "scrub", "eval"):
+        problem = _beam_args_problem(parser, args.command, rest)
+        if problem:
+            print(f"synthsieve {args.command}: {problem}", file=sys.stderr)
+            return 2
     if args.command == "audit":
         return _run_audit(args, rest)
     if args.command == "stream":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,10 +111,16 @@ def test_a_rejected_key_stops_the_job_with_a_clear_message(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "HTTP 401" in err and "check the API key" in err
     assert "not-the-key-55aa" not in err
+    # one clean line, not the runner's tracebacks of every bundle that met the 401
+    assert len(err.strip().splitlines()) == 1, err[:2000]
     assert not rows(tmp_path / "out", "errors")  # no corpus of error rows
+    # a missing key is a usage error, said before anything runs
     monkeypatch.delenv("HIVE_API_KEY")
-    assert _audit(d, tmp_path / "out2", "http://127.0.0.1:9") == 3
-    assert "HIVE_API_KEY not set" in capsys.readouterr().err
+    assert _audit(d, tmp_path / "out2", "http://127.0.0.1:9") == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "synthsieve audit: HIVE_API_KEY not set: the hive backend reads its credentials from "
+        "the environment"]
+    assert not (tmp_path / "out2").exists()
 
 
 def test_hive_output_mapping_follows_the_taxonomy():
@@ -138,3 +147,59 @@ def test_hive_output_mapping_follows_the_taxonomy():
     assert (low["verdict"], low["source"], low["source_score"]) == (
         "not_ai_generated", "none", None)
     json.dumps(m)  # plain data only
+
+
+def _five_images(d: Path) -> Path:
+    d.mkdir()
+    for i in range(5):
+        (d / f"{i}.png").write_bytes(encode(photo_like(32, 32, seed=i), "PNG"))
+    return d
+
+
+def test_api_url_may_be_the_base_url_and_a_wrong_path_stops_the_job(tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    app = make_app(KEY, Faults())
+    d = _five_images(tmp_path / "imgs")
+    with serve_app(app) as url:
+        # the natural guess, the service's base URL: the endpoint's path is added
+        assert main(["-q", "audit", str(d), "--out", str(tmp_path / "base"), "--backend",
+                     "hive", "--api-url", url]) == 0
+        assert len(rows(tmp_path / "base", "scores")) == 5
+        capsys.readouterr()
+        # a path that is not the endpoint: every answer is 404, so stop as for a bad key
+        assert main(["-q", "audit", str(d), "--out", str(tmp_path / "wrong"), "--backend",
+                     "hive", "--api-url", url + "/api/v3/detect"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "answered HTTP 404 to the first 3 requests" in err[0], err
+
+
+def test_vendor_verdict_thresholds_are_options_and_recorded_in_the_summary(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    d = _five_images(tmp_path / "imgs")
+    with serve_app(make_app(KEY, Faults())) as url:
+        assert _audit(d, tmp_path / "default", url) == 0
+        assert _audit(d, tmp_path / "all", url, "--api-ai-threshold", "0",
+                      "--api-not-ai-threshold", "0") == 0
+    default = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert default["thresholds"] == {"ai_generated": 0.8, "not_ai_generated": 0.2}
+    everything = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert everything["thresholds"] == {"ai_generated": 0.0, "not_ai_generated": 0.0}
+    assert everything["verdicts"] == {"ai_generated": 5}  # every score is >= 0
+
+
+def test_a_rejected_key_prints_one_line_and_no_traceback_from_the_command(tmp_path):
+    """As a scheduler sees it: the process's whole stderr, logging included."""
+    d = _five_images(tmp_path / "imgs")
+    env = {**os.environ, "HIVE_API_KEY": "wrong-key-9f9f"}
+    with serve_app(make_app(KEY, Faults())) as url:
+        proc = subprocess.run(
+            [sys.executable, "-m", "synthsieve", "-q", "audit", str(d), "--out",
+             str(tmp_path / "out"), "--backend", "hive", "--api-url", url],
+            capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 3
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("synthsieve audit: hive answered HTTP 401")
+    assert "wrong-key-9f9f" not in proc.stderr

@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import pytest
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from PIL import Image
 
@@ -81,3 +82,75 @@ def test_an_audit_leaves_no_thread_loop_executor_or_session_behind(tmp_path, tin
     after = _live_resources()
     left = {kind: after[kind] - before[kind] for kind in after if after[kind] - before[kind]}
     assert left == {}
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    """Runs the CLI expecting a usage error: exit 2 and one line on stderr, which it returns."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own refusals exit from inside main
+        code = e.code
+    assert code == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_a_mistyped_option_is_refused_with_a_suggestion_and_nothing_runs(tmp_path, tiny_model,
+                                                                          capsys):
+    src = _folder(tmp_path)
+    out = tmp_path / "out"
+    line = _refused(capsys, ["-q", "audit", str(src), "--out", str(out), "--model",
+                             str(tiny_model), "--no-provenence"])
+    assert line == ("synthsieve audit: unknown option --no-provenence "
+                    "(did you mean --no-provenance?)")
+    assert not out.exists()
+    # Beam's own flags still pass, and a typo of one is caught too
+    line = _refused(capsys, ["-q", "audit", str(src), "--out", str(out), "--model",
+                             str(tiny_model), "--direct_num_worker=2"])
+    assert "did you mean --direct_num_workers?" in line
+    line = _refused(capsys, ["-q", "scrub", str(out), "--out", str(tmp_path / "s"),
+                             "--polcy", "p.yaml"])
+    assert "unknown option --polcy" in line and "--policy" in line
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--api-rate", "0"), ("--api-rate", "-3"), ("--api-rate", "fast"), ("--api-timeout", "0"),
+    ("--http-timeout", "-1"), ("--api-retries", "-1"), ("--http-retries", "-2"),
+    ("--max-requests", "-5"), ("--batch-size", "0"), ("--max-error-rate", "2"),
+    ("--api-ai-threshold", "1.5"), ("--decode-timeout", "inf"),
+])
+def test_numeric_options_out_of_range_are_usage_errors(tmp_path, capsys, flag, value):
+    line = _refused(capsys, ["-q", "audit", str(tmp_path), "--out", str(tmp_path / "o"),
+                             flag, value])
+    assert line.startswith(f"synthsieve audit: argument {flag}: must be")
+
+
+def test_vendor_thresholds_that_cross_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HIVE_API_KEY", "k")
+    src = _folder(tmp_path)
+    line = _refused(capsys, ["-q", "audit", str(src), "--out", str(tmp_path / "o"),
+                             "--backend", "hive", "--api-ai-threshold", "0.3",
+                             "--api-not-ai-threshold", "0.6"])
+    assert line == ("synthsieve audit: --api-not-ai-threshold 0.6 is above "
+                    "--api-ai-threshold 0.3")
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("projects/My Project/subscriptions/uploads", "is not a project ID"),
+    ("projects/p/subscriptions/uploads", "is not a project ID"),
+    ("projects/good-project/subscriptions/goog-uploads", "is not a Pub/Sub ID"),
+    ("projects/good-project/subscriptions/9uploads", "is not a Pub/Sub ID"),
+    ("projects/good-project/topics/uploads", "must look like projects/PROJECT/subscriptions/"),
+])
+def test_invalid_pubsub_names_are_usage_errors(tmp_path, tiny_model, capsys, name, why):
+    line = _refused(capsys, ["-q", "stream", "--subscription", name, "--out",
+                             str(tmp_path / "o"), "--model", str(tiny_model)])
+    assert line.startswith(f"synthsieve stream: --subscription {name}: ") and why in line
+
+
+def test_version():
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0

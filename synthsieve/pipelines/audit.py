@@ -383,6 +383,12 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
                 "skipped_by_resume": known.get("resume_skipped", 0),
                 "wall_s": round(wall_s, 2)}
     summary = summarize(cfg, model_id, backend_name, counters, wall_s)
+    if isinstance(handler, RemoteApiModelHandler) and cfg.api is not None:
+        summary["thresholds"] = {"ai_generated": cfg.api.threshold_ai,
+                                 "not_ai_generated": cfg.api.threshold_not_ai}
+    elif handler is not None:
+        summary["thresholds"] = {"ai_generated": spec.threshold_ai,
+                                 "not_ai_generated": spec.threshold_not_ai}
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

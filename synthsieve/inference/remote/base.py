@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
@@ -30,6 +31,32 @@ log = logging.getLogger("synthsieve.api")
 
 class ApiAuthError(Exception):
     """401/403 from the API: the key is wrong or lacks access. Stops the job."""
+
+
+class ApiConfigError(ApiAuthError):
+    """The first answers all say the request itself is wrong (404/405: the URL is not the
+    API's endpoint). Stops the job like a refused key."""
+
+
+# Answers that mean "no such endpoint", never "this image is bad".
+CONFIG_STATUSES = (404, 405)
+# How many such answers, before any success, make a configuration error.
+CONFIG_FAILURES_TO_STOP = 3
+
+
+def endpoint_url(given: str | None, default_url: str) -> str:
+    """--api-url as the endpoint to call: a bare origin (http://host:port or with a
+    trailing /) gets the vendor's endpoint path; a URL with a path is used as it is."""
+    if not given:
+        return default_url
+    parts = urlsplit(given)
+    if parts.path in ("", "/") and not parts.query:
+        return given.rstrip("/") + urlsplit(default_url).path
+    return given
+
+
+class ApiKeyMissing(ValueError):
+    """The environment variable holding the API key is not set: a usage error."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,8 @@ class ApiConfig:
     timeout_s: float = 60.0
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
+    # The vendors' scores are probabilities with no published operating point; these
+    # defaults leave the middle as inconclusive (--api-ai-threshold, --api-not-ai-threshold).
     threshold_ai: float = 0.8
     threshold_not_ai: float = 0.2
     assets_url: str | None = None  # NIM's asset upload endpoint, for large images
@@ -57,8 +86,8 @@ class ApiConfig:
     def credentials(self) -> tuple[str, ...]:
         missing = [k for k in self.key_env if not os.environ.get(k)]
         if missing:
-            raise ApiAuthError(f"{', '.join(missing)} not set: the {self.backend} backend "
-                               "reads its credentials from the environment")
+            raise ApiKeyMissing(f"{', '.join(missing)} not set: the {self.backend} backend "
+                                "reads its credentials from the environment")
         return tuple(os.environ[k] for k in self.key_env)
 
 
@@ -143,6 +172,8 @@ class ApiClient:
         self.loop = loop
         self.requests_sent = 0
         self.images_sent = 0
+        self.answers_ok = 0
+        self.config_failures: dict[int, int] = {}
 
     @classmethod
     def for_config(cls, cfg: ApiConfig) -> ApiClient:
@@ -193,6 +224,16 @@ class ApiClient:
                 if status == 429 or status >= 500:
                     raise _Retry(f"http_{status}", f"HTTP {status}", status,
                                  backend.retry_after)
+                if status in CONFIG_STATUSES and not self.answers_ok:
+                    seen = self.config_failures[status] = self.config_failures.get(status, 0) + 1
+                    if seen >= CONFIG_FAILURES_TO_STOP:
+                        raise ApiConfigError(
+                            f"{self.cfg.backend} answered HTTP {status} to the first {seen} "
+                            f"requests to {self.cfg.url}: it is not the API's endpoint (pass "
+                            "the vendor's base URL or its full endpoint to --api-url); "
+                            "stopping instead of turning every image into an error row")
+                if status < 400:
+                    self.answers_ok += 1
                 if status >= 400:
                     return self._fail(result, f"http_{status}",
                                       f"{self.cfg.backend} refused the image: HTTP {status}: "
