@@ -154,3 +154,28 @@ def test_version():
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
+
+
+def test_a_run_without_errors_still_has_an_errors_table(tmp_path, tiny_model):
+    import duckdb
+
+    src = _folder(tmp_path)
+    out = tmp_path / "out"
+    assert main(["-q", "audit", str(src), "--out", str(out), "--model", str(tiny_model)]) == 0
+    # the README's kind of query works on a clean run
+    con = duckdb.connect()
+    n = con.execute(f"SELECT count(*) FROM '{out}/errors/*.parquet'").fetchone()[0]
+    assert n == 0
+    cols = [c[0] for c in con.execute(f"DESCRIBE SELECT * FROM '{out}/errors/*.parquet'")
+            .fetchall()]
+    assert "error_type" in cols and "stage" in cols
+    assert con.execute(f"SELECT count(*) FROM '{out}/scores/*.parquet'").fetchone()[0] == 2
+
+
+def test_dry_run_creates_nothing(tmp_path, capsys):
+    src = _folder(tmp_path)
+    out = tmp_path / "out"
+    assert main(["-q", "audit", str(src), "--out", str(out), "--backend", "hive",
+                 "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["would_send_requests"] == 2
+    assert not out.exists()

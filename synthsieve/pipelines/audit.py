@@ -39,7 +39,14 @@ from synthsieve.transforms.progress import ReportProgress
 from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
 from synthsieve.transforms.resume import DoneIds, SkipDone
 from synthsieve.transforms.score import ScoreImages, ScoreRemote, SkipScoring
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable, read_run_table
+from synthsieve.transforms.sinks import (
+    ERRORS_DIR,
+    SCORES_DIR,
+    WriteTable,
+    read_run_table,
+    run_shards,
+    write_shard,
+)
 from synthsieve.transforms.sources import ExpandSources
 
 log = logging.getLogger("synthsieve.audit")
@@ -269,6 +276,17 @@ def _auth_failure(exc: BaseException) -> str | None:
     return None
 
 
+def write_empty_tables(out_dir: str, run_id: str) -> None:
+    """An empty shard, with the schema, for a table the run wrote no row to: queries over
+    DIR/errors/*.parquet then work on a run without errors."""
+    for table, schema in ((SCORES_DIR, SCORES_SCHEMA), (ERRORS_DIR, ERRORS_SCHEMA)):
+        if not FileSystems.match([run_shards(out_dir, table, run_id)])[0].metadata_list:
+            directory = FileSystems.join(out_dir, table)
+            if not is_remote(directory):
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            write_shard(directory, run_id, schema, schema.empty_table())
+
+
 def release_in_process_resources(handler: Any) -> None:
     """Closes what an in-process run's workers left in this process once it is done: the
     handler's model sessions and the HTTP event loop thread with its sessions. Left to
@@ -355,7 +373,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     model_id = handler.model_name if isinstance(handler, RemoteApiModelHandler) \
         else spec.model_id
     backend_name = handler.backend_name if handler else "none"
-    if not is_remote(cfg.out_dir):
+    if not is_remote(cfg.out_dir) and not cfg.dry_run:  # a dry run writes nothing
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     log.info("run %s: %s -> %s (model %s, batch %d, %d ORT threads per worker)", cfg.run_id,
              ", ".join(cfg.sources), cfg.out_dir, spec.model_id, cfg.batch_size, threads)
@@ -382,6 +400,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
                 "duplicate_bytes_not_sent": known.get("duplicate_bytes", 0),
                 "skipped_by_resume": known.get("resume_skipped", 0),
                 "wall_s": round(wall_s, 2)}
+    write_empty_tables(cfg.out_dir, cfg.run_id)
     summary = summarize(cfg, model_id, backend_name, counters, wall_s)
     if isinstance(handler, RemoteApiModelHandler) and cfg.api is not None:
         summary["thresholds"] = {"ai_generated": cfg.api.threshold_ai,

@@ -3,9 +3,14 @@
 Beam's file sinks commit every shard at the end of the run, so a run that dies keeps
 nothing. Here each worker writes a shard every `commit_rows` rows (or `commit_s` seconds)
 and at the end of each bundle: written under a temporary name, then renamed, so a reader
-never sees half a file and `--resume` after a crash skips what was committed. A shard's name
-is derived from the image_ids it holds, so a bundle that the runner retries rewrites the
-same files instead of adding duplicates.
+never sees half a file and `--resume` after a crash skips what was committed.
+
+A runner may retry a bundle, and where a bundle is cut into shards depends on the clock, so
+a retry can cut it elsewhere. Each shard's name therefore carries a key of its bundle (from
+the bundle's first row) and a digest of its image_ids; when a bundle finishes, its writer
+deletes the shards under its key that it did not write itself, which are what an earlier
+attempt of the same bundle committed. A retry leaves each image's rows exactly once, as long
+as it meets the same first row (Beam replays a bundle's elements in order).
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ def shard_name(run_id: str, digest: str) -> str:
     return f"part-{run_id}-{digest}.parquet"
 
 
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _bundle_key(image_id: str) -> str:
+    return "b" + hashlib.sha256(image_id.encode()).hexdigest()[:12]
+
+
 def run_shards(out_dir: str, table: str, run_id: str) -> str:
     """The glob matching every shard one run wrote to one table."""
     return FileSystems.join(out_dir, table, shard_name(run_id, "*"))
@@ -62,11 +75,14 @@ class _WriteShards(beam.DoFn):
         self._commit_rows = commit_rows
         self._commit_s = commit_s
         self._shards = Metrics.counter("synthsieve", "shards_written")
+        self._replaced = Metrics.counter("synthsieve", "shards_of_retried_bundles_deleted")
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
 
     def start_bundle(self) -> None:
+        self._key: str | None = None
+        self._written: set[str] = set()
         self._rows: list[dict[str, Any]] = []
         # Rows wait for their commit as Arrow batches: a score row as a Python dict takes
         # about 3.4 KB (bench/memory.py's rows), the same row in columns a fraction of that.
@@ -75,6 +91,8 @@ class _WriteShards(beam.DoFn):
         self._since = time.monotonic()
 
     def process(self, row: dict[str, Any]) -> None:
+        if self._key is None:
+            self._key = _bundle_key(str(row["image_id"]))
         self._rows.append(row)
         self._pending += 1
         if len(self._rows) >= ROWS_PER_BATCH:
@@ -85,6 +103,17 @@ class _WriteShards(beam.DoFn):
 
     def finish_bundle(self) -> None:
         self._commit()
+        if self._key is not None:
+            self._delete_earlier_attempts(self._key)
+
+    def _delete_earlier_attempts(self, key: str) -> None:
+        pattern = FileSystems.join(self._dir, shard_name(self._run_id, f"{key}-*"))
+        found = FileSystems.match([pattern])[0].metadata_list
+        # by file name: a glob and a join may spell the directory differently
+        stale = [m.path for m in found if _basename(m.path) not in self._written]
+        if stale:
+            FileSystems.delete(stale)
+            self._replaced.inc(len(stale))
 
     def _to_batch(self) -> None:
         if self._rows:
@@ -96,18 +125,19 @@ class _WriteShards(beam.DoFn):
         batches, self._batches, self._pending = self._batches, [], 0
         self._since = time.monotonic()
         if batches:
-            write_shard(self._dir, self._run_id, self._schema,
-                        pa.Table.from_batches(batches, schema=self._schema))
+            self._written.add(_basename(write_shard(
+                self._dir, self._run_id, self._schema,
+                pa.Table.from_batches(batches, schema=self._schema), prefix=f"{self._key}-")))
             self._shards.inc()
 
 
 def write_shard(directory: str, run_id: str, schema: pa.Schema,
-                rows: list[dict[str, Any]] | pa.Table) -> str:
+                rows: list[dict[str, Any]] | pa.Table, prefix: str = "") -> str:
     """Writes rows as one Parquet shard: a temporary name, then a rename. Returns its path."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
     ids = "\n".join(sorted(str(i) for i in table.column("image_id").to_pylist()))
     digest = hashlib.sha256(ids.encode()).hexdigest()[:20]
-    name = shard_name(run_id, digest)
+    name = shard_name(run_id, prefix + digest)
     final = FileSystems.join(directory, name)
     temp = FileSystems.join(directory, f".tmp-{name}.{uuid.uuid4().hex[:8]}")
     buf = io.BytesIO()
