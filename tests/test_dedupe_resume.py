@@ -89,42 +89,60 @@ def test_resume_does_only_the_rest_and_writes_nothing_twice(tmp_path, tiny_model
 
 
 def test_kill_9_mid_run_then_resume_gives_every_input_exactly_once(tmp_path, tiny_model):
+    """The last images of the manifest are held by the server until the test lets them go,
+    so the first run cannot finish before it is killed: the kill is certain, not a race."""
+    import asyncio
     import os
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
-    d = tmp_path / "imgs"
-    d.mkdir()
-    n = 1500
-    for i in range(n):
-        data = encode(photo_like(32, 32, seed=i), "PNG") if i % 50 else b"broken"
-        (d / f"{i:05d}.png").write_bytes(data)
+    from aiohttp import web
+    from servers import serve_app
+
+    n, held_from = 1500, 1200
+    blobs = [encode(photo_like(32, 32, seed=i), "PNG") if i % 50 else b"broken"
+             for i in range(n)]
+    release = threading.Event()
+
+    async def image(request: web.Request) -> web.Response:
+        i = int(request.match_info["i"])
+        while i >= held_from and not release.is_set():
+            await asyncio.sleep(0.05)
+        return web.Response(body=blobs[i], content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/img/{i}.png", image)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "synthsieve.cli", "-q", "audit", str(d), "--out", str(out),
-           "--model", str(tiny_model), "--commit-every", "25"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(list((out / "scores").glob("*.parquet"))) >= 3:
-            break
-        time.sleep(0.05)
-    killed = proc.poll() is None
-    if killed:
+    with serve_app(app) as url:
+        manifest = tmp_path / "m.csv"
+        manifest.write_text("id,uri\n" + "".join(f"i{i:05d},{url}/img/{i}.png\n"
+                                                 for i in range(n)))
+        args = ["-q", "audit", str(manifest), "--out", str(out), "--model", str(tiny_model),
+                "--commit-every", "25", "--allow-private-networks", "--http-timeout", "600"]
+        proc = subprocess.Popen([sys.executable, "-m", "synthsieve", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list((out / "scores").glob("*.parquet"))) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read()}"
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = len(rows(out, "scores") + rows(out, "errors"))
-    print(f"killed={killed}: {committed} of {n} rows committed before the kill")
-    assert main(["-q", "audit", str(d), "--out", str(out), "--model", str(tiny_model),
-                 "--resume"]) == 0
+        assert proc.wait() == -signal.SIGKILL
+        proc.stderr.close()
+        committed = len(rows(out, "scores") + rows(out, "errors"))
+        assert 0 < committed <= held_from
+        release.set()
+        assert main([*args, "--resume"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     ids = [r["image_id"] for r in rows(out, "scores") + rows(out, "errors")]
     assert len(ids) == len(set(ids)) == n, "lost or duplicated rows after kill -9 + resume"
     assert summary["skipped_by_resume"] == committed
-    if killed:
-        assert 0 < committed < n and summary["inputs"] == n - committed
+    assert summary["inputs"] == n - committed
     # no half-written shard is ever visible as a table
     assert not [p for p in (out / "scores").iterdir() if p.name.endswith(".parquet")
                 and p.stat().st_size == 0]
