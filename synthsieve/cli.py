@@ -506,6 +506,9 @@ def _stream_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds per Parquet window (default 60)")
     a.add_argument("--run-for", type=_positive_float, default=None, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C or SIGTERM)")
+    a.add_argument("--source-lost-after", type=_positive_float, default=120.0, metavar="S",
+                   help="end with exit 1 when the subscription cannot be pulled for S "
+                        "seconds (default 120), so that a supervisor restarts the job")
     a.add_argument("--lease", type=_positive_float, default=30.0, metavar="S",
                    help="DirectRunner: how long a pulled message stays leased between "
                         "renewals; after a crash it is delivered again within S (default 30)")
@@ -577,6 +580,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         decode_timeout_s=args.decode_timeout,
         local_roots=_local_roots(args),
         provenance=loaded[1], api=api, lease_s=args.lease,
+        source_lost_after_s=args.source_lost_after,
         ack_after_commit=args.ack_after_commit)
     if args.run_id:
         cfg.run_id = args.run_id
@@ -588,7 +592,26 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"synthsieve stream: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
-    return 0
+    from synthsieve.pipelines.stream import ended_badly
+
+    if not ended_badly(summary):
+        return 0
+    what = ("lost its source" if summary["ended"].startswith("source lost")
+            else "was ended by its runner")
+    print(f"synthsieve stream: the job {what} ({summary['ended']}); restart it",
+          file=sys.stderr)
+    for name in summary.get("left_behind", []):
+        print(f"synthsieve stream: relay {name} left behind: delete it once Pub/Sub answers "
+              "again", file=sys.stderr)
+    if not summary.get("runner_stopped", True):
+        # The runner's threads are stuck in a client library's retries that nothing can
+        # interrupt; waiting for them would keep a dead job alive for minutes.
+        print("synthsieve stream: the runner did not stop; exiting without it",
+              file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return 1
 
 
 def _scrub_parser(sub: argparse._SubParsersAction) -> None:

@@ -34,7 +34,16 @@ log = logging.getLogger("synthsieve.stream")
 
 PULL_MAX = 100
 PULL_RPC_TIMEOUT_S = 10.0
+# Each RPC of the shutdown gets this long and no retries: with the service gone, the client
+# library's default retry policy would keep one call going for minutes.
+CLOSE_RPC_TIMEOUT_S = 5.0
+DEFAULT_SOURCE_LOST_AFTER_S = 120.0
 ACK_CHUNK = 1000  # Pub/Sub refuses requests much past this many ack ids
+
+
+def _short(exc: BaseException) -> str:
+    """An RPC error in one line (gRPC's carry their whole debug context)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def _chunks(items: list[str], size: int = ACK_CHUNK) -> list[list[str]]:
@@ -53,7 +62,8 @@ class AckAfterCommitRelay:
     pipeline reads."""
 
     def __init__(self, subscription: str, run_id: str, lease_s: float = 30.0,
-                 max_outstanding: int = 2000):
+                 max_outstanding: int = 2000,
+                 source_lost_after_s: float = DEFAULT_SOURCE_LOST_AFTER_S):
         self.subscription = subscription
         self.run_id = run_id
         self.relay_topic, self.relay_subscription = relay_names(subscription, run_id)
@@ -65,6 +75,9 @@ class AckAfterCommitRelay:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stats = {"pulled": 0, "acknowledged": 0, "returned": 0}
+        self.source_lost_after_s = source_lost_after_s
+        self.lost: str | None = None  # why the source is deemed gone, once it is
+        self.left_behind: list[str] = []  # what close() could not delete
         self._sub: Any = None
         self._pub: Any = None
         self._listening = ExitStack()
@@ -129,15 +142,18 @@ class AckAfterCommitRelay:
             left = [a for ids in self._outstanding.values() for a in ids]
             self._outstanding.clear()
         if left:
-            self._return(left)
+            self._return(left, timeout=CLOSE_RPC_TIMEOUT_S)
+        once = {"retry": None, "timeout": CLOSE_RPC_TIMEOUT_S}
         for name, delete in (
-                (self.relay_subscription,
-                 lambda: self._sub.delete_subscription(subscription=self.relay_subscription)),
-                (self.relay_topic, lambda: self._pub.delete_topic(topic=self.relay_topic))):
+                (self.relay_subscription, lambda: self._sub.delete_subscription(
+                    subscription=self.relay_subscription, **once)),
+                (self.relay_topic, lambda: self._pub.delete_topic(
+                    topic=self.relay_topic, **once))):
             try:
                 delete()
             except Exception as exc:  # noqa: BLE001 - an orphan to clean up, not lost data
-                log.warning("relay: could not delete %s: %s", name, exc)
+                log.warning("relay: could not delete %s: %s", name, _short(exc))
+                self.left_behind.append(name)
         self._sub.close()
 
     # -- threads ----------------------------------------------------------------------------
@@ -145,21 +161,32 @@ class AckAfterCommitRelay:
     def _pull_loop(self) -> None:
         from google.api_core import exceptions
 
+        failing_since: float | None = None
         while not self._closing.is_set():
             room = self.max_outstanding - self.in_flight
             if not self._pulling.is_set() or room <= 0:
                 time.sleep(0.1)
                 continue
             try:
+                # No client-side retries: this loop retries, and counts how long it fails.
                 response = self._sub.pull(subscription=self.subscription,
                                           max_messages=min(PULL_MAX, room),
-                                          timeout=PULL_RPC_TIMEOUT_S)
+                                          timeout=PULL_RPC_TIMEOUT_S, retry=None)
             except exceptions.DeadlineExceeded:
+                failing_since = None
                 continue
-            except Exception as exc:  # noqa: BLE001 - the service may come back
-                log.warning("relay: pull from %s failed: %s", self.subscription, exc)
+            except Exception as exc:  # noqa: BLE001 - the service may come back, for a while
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since >= self.source_lost_after_s:
+                    self.lost = (f"pulling {self.subscription} failed for "
+                                 f"{now - failing_since:.0f} s: {_short(exc)}")
+                    log.error("relay: %s", self.lost)
+                    return
+                log.warning("relay: pull from %s failed: %s", self.subscription, _short(exc))
                 time.sleep(1.0)
                 continue
+            failing_since = None
             received = list(response.received_messages)
             if not received:
                 continue
@@ -204,7 +231,7 @@ class AckAfterCommitRelay:
         while not self._closing.wait(self.lease_s / 3):
             leased = self._leased()
             try:
-                self._set_deadline(leased, int(self.lease_s))
+                self._set_deadline(leased, int(self.lease_s), timeout=PULL_RPC_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - worst case: delivered twice
                 log.warning("relay: could not extend %d leases: %s", len(leased), exc)
 
@@ -214,8 +241,9 @@ class AckAfterCommitRelay:
         if not done:
             return
         try:
-            for chunk in _chunks(done):
-                self._sub.acknowledge(subscription=self.subscription, ack_ids=chunk)
+            for chunk in _chunks(done):  # bounded: the writer waits for this call
+                self._sub.acknowledge(subscription=self.subscription, ack_ids=chunk,
+                                      retry=None, timeout=PULL_RPC_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the rows are written; at worst a duplicate
             log.warning("relay: could not acknowledge %d committed messages: %s", len(done),
                         exc)
@@ -223,16 +251,19 @@ class AckAfterCommitRelay:
         with self._lock:
             self.stats["acknowledged"] += len(done)
 
-    def _set_deadline(self, ack_ids: list[str], seconds: int) -> None:
+    def _set_deadline(self, ack_ids: list[str], seconds: int,
+                      timeout: float | None = None) -> None:
+        once = {"retry": None, "timeout": timeout} if timeout else {}
         for chunk in _chunks(ack_ids):
             self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
-                                          ack_deadline_seconds=seconds)
+                                          ack_deadline_seconds=seconds, **once)
 
-    def _return(self, ack_ids: list[str]) -> None:
+    def _return(self, ack_ids: list[str], timeout: float | None = None) -> None:
         """Deadline 0: Pub/Sub delivers them again at once."""
         try:
-            self._set_deadline(ack_ids, 0)
+            self._set_deadline(ack_ids, 0, timeout)
             self.stats["returned"] += len(ack_ids)
         except Exception as exc:  # noqa: BLE001 - they come back when their lease ends
             log.warning("relay: could not hand back %d messages (%s); Pub/Sub delivers them "
-                        "again when their lease of %gs ends", len(ack_ids), exc, self.lease_s)
+                        "again when their lease of %gs ends", len(ack_ids), _short(exc),
+                        self.lease_s)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from synthsieve.pipelines.audit import (
     score_transform,
     workers_per_machine,
 )
-from synthsieve.pipelines.relay import AckAfterCommitRelay
+from synthsieve.pipelines.relay import DEFAULT_SOURCE_LOST_AFTER_S, AckAfterCommitRelay
 from synthsieve.pipelines.runners import is_local, local_runner
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
@@ -86,6 +87,8 @@ class StreamConfig:
     # None: on when the runner runs in this process (the DirectRunner), see relay.py
     ack_after_commit: bool | None = None
     lease_s: float = 30.0  # how long a pulled, unwritten message stays ours between renewals
+    # the job ends (non-zero) when its subscription cannot be pulled for this long
+    source_lost_after_s: float = DEFAULT_SOURCE_LOST_AFTER_S
 
     @property
     def drain_s(self) -> float:
@@ -153,21 +156,41 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: 
 
 
 class _Stop:
-    """Turns SIGTERM into a graceful stop, as Ctrl-C already is (main thread only)."""
+    """SIGTERM and SIGINT (Ctrl-C) start a graceful stop: stop pulling, drain what is in
+    flight, then end. A second signal ends the job at once (main thread only)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = threading.Event()
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested.is_set():  # the second one: the previous handler decides
+            previous = self._previous.get(signum)
+            self._restore()
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.raise_signal(signum)
+            return
+        self.requested.set()
+        print("synthsieve stream: stopping, draining what is in flight (signal again to stop "
+              "at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> _Stop:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM,
-                                           lambda *_: self.requested.set())
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        self._restore()
 
 
 def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
@@ -194,7 +217,9 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     p = beam.Pipeline(runner=local_runner(options), options=options)
     start = time.monotonic()
     drained = None
-    relay = (AckAfterCommitRelay(cfg.subscription, cfg.run_id, lease_s=cfg.lease_s)
+    runner_stopped = True
+    relay = (AckAfterCommitRelay(cfg.subscription, cfg.run_id, lease_s=cfg.lease_s,
+                                 source_lost_after_s=cfg.source_lost_after_s)
              if relayed else None)
     with _Stop() as signalled, ExitStack() as scope:
         if relay is not None:
@@ -202,8 +227,11 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
         build_stream(p, cfg, spec, handler,
                      relay.relay_subscription if relay is not None else None)
         result = p.run()
-        reason = _wait(result, stop, run_for_s, start, signalled.requested)
-        if not reason.startswith("runner"):  # we stop it: drain first, then cancel
+        reason = _wait(result, stop, run_for_s, start, signalled.requested,
+                       lambda: relay.lost if relay is not None else None)
+        if reason.startswith(SOURCE_LOST):  # nothing can be drained or acknowledged now
+            runner_stopped = _cancel_within(result, CANCEL_WAIT_S)
+        elif not reason.startswith("runner"):  # we stop it: drain first, then cancel
             if relay is not None:
                 relay.stop_pulling()
                 drained = relay.wait_drained(
@@ -212,23 +240,57 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                     log.warning("stream: %d messages still in flight after %gs; they are "
                                 "handed back to the subscription", relay.in_flight,
                                 cfg.drain_s)
-            result.cancel()
-    if PipelineState.is_terminal(result.state):  # no bundle can still be using them
+            runner_stopped = _cancel_within(result, CANCEL_WAIT_S)
+    if runner_stopped and PipelineState.is_terminal(result.state):  # no bundle uses them
         release_in_process_resources(handler)
     summary: dict[str, Any] = {
         "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
-        "ended": reason, "wall_s": round(time.monotonic() - start, 2)}
+        "ended": reason, "runner_stopped": runner_stopped,
+        "wall_s": round(time.monotonic() - start, 2)}
     if relay is not None:
         summary["acknowledged_after_commit"] = dict(relay.stats, drained=drained)
+        summary["left_behind"] = relay.left_behind
     return summary
 
 
+SOURCE_LOST = "source lost"
+# How long a job that lost its source waits for the runner to cancel: the DirectRunner's
+# Pub/Sub reader retries each pull for minutes and cancel waits for it.
+CANCEL_WAIT_S = 15.0
+
+
+def _cancel_within(result: Any, timeout_s: float) -> bool:
+    """result.cancel(), given at most timeout_s; False if the runner did not stop in time."""
+    done = threading.Event()
+
+    def cancel() -> None:
+        try:
+            result.cancel()
+        except Exception as e:  # noqa: BLE001 - stopping anyway; say why it was unclean
+            log.warning("stream: cancelling the runner: %s: %s", type(e).__name__, e)
+        finally:
+            done.set()
+
+    threading.Thread(target=cancel, name="synthsieve-cancel", daemon=True).start()
+    return done.wait(timeout_s)
+
+
+def ended_badly(summary: dict[str, Any]) -> bool:
+    """A stream ends well only when it was asked to (stop, signal, --run-for); the runner
+    ending by itself or the source going away means a supervisor should restart it."""
+    return summary["ended"].startswith(("runner", SOURCE_LOST))
+
+
 def _wait(result: Any, stop: Callable[[], bool] | None, run_for_s: float | None,
-          start: float, signalled: threading.Event) -> str:
+          start: float, signalled: threading.Event,
+          source_lost: Callable[[], str | None]) -> str:
     try:
         while True:
             if PipelineState.is_terminal(result.state):
                 return f"runner {result.state}"
+            lost = source_lost()
+            if lost:
+                return f"{SOURCE_LOST}: {lost}"
             if signalled.is_set():
                 return "terminated"
             if stop is not None and stop():
