@@ -143,14 +143,21 @@ def _scoring_arguments(p: argparse.ArgumentParser) -> None:
                         "SIGHTENGINE_API_SECRET): a vendor's detection API")
 
 
-def _model_and_provenance(command: str, args: argparse.Namespace):
+def _model_and_provenance(command: str, args: argparse.Namespace,
+                          beam_args: list[str] | None = None):
     """(ModelSpec, ProvenanceOptions | None), or None after printing why the job cannot
-    start (no model.json, no assembled model.onnx, unreadable trust anchors)."""
-    from synthsieve.inference.gpu import GPU_BACKENDS, gpu_backend_problem
-    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+    start (no model.json, no assembled model.onnx, unreadable trust anchors). For a runner
+    whose workers run elsewhere the model and GPU checks are theirs: the model directory
+    may exist only in the workers' container."""
+    from apache_beam.options.pipeline_options import PipelineOptions
 
+    from synthsieve.inference.gpu import GPU_BACKENDS, gpu_backend_problem
+    from synthsieve.inference.spec import ModelSpecError, WorkerModelSpec, load_spec
+    from synthsieve.pipelines.runners import workers_elsewhere
+
+    remote = workers_elsewhere(PipelineOptions(beam_args or []))
     try:
-        spec = ModelSpec.load(args.model)
+        spec = load_spec(args.model, on_workers_only=remote)
     except ModelSpecError as e:
         print(f"synthsieve {command}: {e}", file=sys.stderr)
         return None
@@ -159,6 +166,13 @@ def _model_and_provenance(command: str, args: argparse.Namespace):
     except OSError as e:
         print(f"synthsieve {command}: --c2pa-trust-anchors: {e}", file=sys.stderr)
         return None
+    if remote:
+        where = ("not on this machine: the workers read it" if isinstance(spec, WorkerModelSpec)
+                 else "checked by the workers")
+        logging.getLogger("synthsieve").info(
+            "%s: --model %s is %s; --backend %s's libraries are the workers' too", command,
+            args.model, where, args.backend)
+        return spec, provenance
     if args.backend in ("onnx", "onnx-cuda") and not Path(spec.model_path).is_file():
         print(f"synthsieve {command}: {spec.model_path} is missing. For the bundled model run "
               "`synthsieve fetch-model` once after installing.", file=sys.stderr)
@@ -564,7 +578,7 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         print("synthsieve stream: --window must be positive and --lease within 10..600 s "
               "(Pub/Sub's range)", file=sys.stderr)
         return 2
-    loaded = _model_and_provenance("stream", args)
+    loaded = _model_and_provenance("stream", args, beam_args)
     if loaded is None:
         return 2
     try:
@@ -741,7 +755,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
     if problem:
         print(f"synthsieve audit: {problem}", file=sys.stderr)
         return 2
-    loaded = _model_and_provenance("audit", args)
+    loaded = _model_and_provenance("audit", args, beam_args)
     if loaded is None:
         return 2
     provenance = loaded[1]

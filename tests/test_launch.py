@@ -120,3 +120,55 @@ def test_flex_template_parameters_are_the_ones_its_entry_point_reads():
     out = next(p for p in params if p["name"] == "out")
     assert re.match(out["regexes"][0], "gs://my-proj-tmp/audit")
     assert not re.match(out["regexes"][0], "/local/audit")
+
+
+class _Submitted(Exception):
+    pass
+
+
+def test_the_printed_gpu_command_builds_its_job_without_the_model_or_tensorrt_here(
+        tmp_path, monkeypatch, capsys):
+    """The submitting machine has neither the GPU libraries nor the model directory (both
+    live in the workers' container): the command it was given must still build the job and
+    reach submission. Submission itself is replaced: it would call Dataflow."""
+    import importlib.util
+    import sys
+
+    import apache_beam as beam
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt fails here
+    assert importlib.util.find_spec("synthsieve") is not None
+    absent = tmp_path / "opt" / "gpu-model"
+    job = [a if a != "/opt/synthsieve/gpu-model" else str(absent) for a in GPU_AUDIT]
+    assert main(["launch-command", "dataflow", "--image", IMAGE, "--project", "my-proj",
+                 "--region", "us-central1", "--temp-location", "gs://my-proj-tmp/s",
+                 "--", *job]) == 0
+    printed = shlex.split(capsys.readouterr().out)
+    assert printed[0] == "synthsieve"
+
+    graphs = []
+
+    def submit(self):
+        graphs.append(self.to_runner_api())  # what Dataflow would receive, DoFns pickled
+        raise _Submitted
+
+    monkeypatch.setattr(beam.Pipeline, "run", submit)
+    with pytest.raises(_Submitted):
+        main(printed[1:])
+    assert graphs and any("Score" in t.unique_name
+                          for t in graphs[0].components.transforms.values())
+
+
+def test_a_model_read_on_the_workers_loads_there(tmp_path, tiny_model):
+    import pickle
+
+    from synthsieve.inference.spec import WorkerModelSpec, load_spec
+
+    assert isinstance(load_spec(str(tmp_path / "absent"), on_workers_only=True),
+                      WorkerModelSpec)
+    on_submitter = load_spec(str(tiny_model), on_workers_only=True)
+    assert on_submitter.model_id == "tiny-test@0"  # present here: read here
+    deferred = WorkerModelSpec(str(tiny_model))
+    on_worker = pickle.loads(pickle.dumps(deferred))
+    assert on_worker.model_id == f"model at {tiny_model}"  # nothing read yet
+    assert 0 < on_worker.threshold_ai <= 1 and on_worker.model_id == "tiny-test@0"

@@ -200,3 +200,42 @@ class ModelSpec:
         if self.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=self.dtype)
+
+
+class WorkerModelSpec:
+    """A model directory that exists only on the workers (a path in their container), for
+    a job a remote runner runs: model.json is read on the worker, when first needed there.
+
+    The submitting machine builds the job graph without it; what it would have checked
+    (the model file, the GPU libraries) is checked where the model is loaded.
+    """
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+        self._spec: ModelSpec | None = None
+
+    @property
+    def model_id(self) -> str:
+        """The real id once loaded; before that, the directory (what the submitter knows)."""
+        return self._spec.model_id if self._spec is not None else f"model at {self.model_dir}"
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_spec":
+            raise AttributeError(name)
+        if self._spec is None:
+            self._spec = ModelSpec.load(self.model_dir)
+        return getattr(self._spec, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model_dir": self.model_dir, "_spec": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def load_spec(model_dir: str, on_workers_only: bool = False) -> ModelSpec | WorkerModelSpec:
+    """ModelSpec.load, or, for a remote runner's job whose model directory is not on this
+    machine, a WorkerModelSpec that the workers load."""
+    if on_workers_only and not (Path(model_dir) / "model.json").is_file():
+        return WorkerModelSpec(model_dir)
+    return ModelSpec.load(model_dir)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from synthsieve.inference.spec import ModelSpec
+from synthsieve.inference.spec import ModelSpec, WorkerModelSpec
 
 
 class EngineMismatch(RuntimeError):
@@ -110,24 +110,37 @@ class TensorRTEngine:
             return {out: out_host.array[:n].copy() for out, out_host, _ in self.outputs}
 
 
+def _max_batch(spec: ModelSpec | WorkerModelSpec) -> int:
+    info = spec.raw.get("engine")
+    if not info:
+        raise ValueError(f"{spec.model_dir}/model.json has no engine: run "
+                         "`synthsieve build-engine MODEL_DIR --out DIR` and pass --model DIR")
+    return int(info["max_batch"])
+
+
 class TensorRTImageModelHandler(ModelHandler[np.ndarray, PredictionResult, TensorRTEngine]):
     backend_name = "tensorrt"
 
-    def __init__(self, spec: ModelSpec, *, batch_size: int | None = None):
-        info = spec.raw.get("engine")
-        if not info:
-            raise ValueError(f"{spec.model_dir}/model.json has no engine: run "
-                             "`synthsieve build-engine MODEL_DIR --out DIR` and pass --model DIR")
-        max_batch = int(info["max_batch"])
-        size = min(batch_size or max_batch, max_batch)
+    def __init__(self, spec: ModelSpec | WorkerModelSpec, *, batch_size: int | None = None):
+        if isinstance(spec, WorkerModelSpec):  # the engine is only on the workers
+            if not batch_size:
+                raise ValueError(f"--model {spec.model_dir} is read on the workers: give "
+                                 "--batch-size (at most the engine's max batch)")
+            size = batch_size
+        else:
+            size = min(batch_size or _max_batch(spec), _max_batch(spec))
         super().__init__(min_batch_size=size, max_batch_size=size)
         self._spec = spec
+        self._batch_size = size
 
     @property
     def spec(self) -> ModelSpec:
         return self._spec
 
     def load_model(self) -> TensorRTEngine:
+        if self._batch_size > _max_batch(self._spec):  # known here when the worker read it
+            raise ValueError(f"--batch-size {self._batch_size} is over the engine's max batch "
+                             f"of {_max_batch(self._spec)} ({self._spec.model_dir})")
         return TensorRTEngine(self._spec)
 
     def run_inference(self, batch: Sequence[np.ndarray], model: TensorRTEngine,

@@ -23,9 +23,15 @@ from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
-from synthsieve.inference.spec import ModelSpec
+from synthsieve.inference.spec import ModelSpec, load_spec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.runners import fuses_stages, is_local, local_runner, names_dask
+from synthsieve.pipelines.runners import (
+    fuses_stages,
+    is_local,
+    local_runner,
+    names_dask,
+    workers_elsewhere,
+)
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.decode import (
@@ -364,8 +370,8 @@ def make_handler(backend: str, spec: ModelSpec, batch_size: int, threads: int,
 
 def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
     """Runs the audit to completion and returns (and writes) DIR/summary.json."""
-    spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(with_local_defaults(pipeline_args or []))
+    spec = load_spec(cfg.model_dir, on_workers_only=workers_elsewhere(options))
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
     handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api,
@@ -405,7 +411,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     if isinstance(handler, RemoteApiModelHandler) and cfg.api is not None:
         summary["thresholds"] = {"ai_generated": cfg.api.threshold_ai,
                                  "not_ai_generated": cfg.api.threshold_not_ai}
-    elif handler is not None:
+    elif handler is not None and isinstance(spec, ModelSpec):  # else only workers know
         summary["thresholds"] = {"ai_generated": spec.threshold_ai,
                                  "not_ai_generated": spec.threshold_not_ai}
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:

@@ -39,6 +39,19 @@ def is_local(options: PipelineOptions) -> bool:
     return _runner_name(options) in LOCAL_RUNNER_NAMES
 
 
+def workers_elsewhere(options: PipelineOptions) -> bool:
+    """True when the job's workers run on other machines (Dataflow, Flink, Spark, a Dask
+    scheduler at an address): checks of the model and GPU libraries belong there."""
+    if is_local(options):
+        return False
+    if names_dask(options):
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+
+        dask = options.view_as(DaskOptions)
+        return bool(dask.address or dask.scheduler_file)
+    return True
+
+
 def fuses_stages(options: PipelineOptions) -> bool:
     """Whether the runner runs a chain of ParDos for one element in one process (every
     runner but Dask, whose bag tasks for one partition may land on different workers)."""

@@ -36,7 +36,7 @@ from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import default_intra_op_threads
 from synthsieve.inference.remote import ApiConfig, RemoteApiModelHandler
-from synthsieve.inference.spec import ModelSpec
+from synthsieve.inference.spec import ModelSpec, load_spec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.audit import (
     make_handler,
@@ -46,7 +46,7 @@ from synthsieve.pipelines.audit import (
     workers_per_machine,
 )
 from synthsieve.pipelines.relay import DEFAULT_SOURCE_LOST_AFTER_S, AckAfterCommitRelay
-from synthsieve.pipelines.runners import is_local, local_runner
+from synthsieve.pipelines.runners import is_local, local_runner, workers_elsewhere
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
 from synthsieve.transforms.decode import (
@@ -198,8 +198,8 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                run_for_s: float | None = None) -> dict[str, Any]:
     """Runs until `stop()` is true, `run_for_s` has passed, the runner ends, SIGTERM or
     Ctrl-C. With acknowledge-after-commit, a stop first drains what is in flight."""
-    spec = ModelSpec.load(cfg.model_dir)
     options = PipelineOptions(pipeline_args or [])
+    spec = load_spec(cfg.model_dir, on_workers_only=workers_elsewhere(options))
     options.view_as(StandardOptions).streaming = True
     configure_filesystems(options)
     threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
