@@ -1,7 +1,5 @@
 """`python -m synthsieve`: the same as the `synthsieve` command."""
 
-import sys
+from synthsieve.cli import console_main
 
-from synthsieve.cli import main
-
-sys.exit(main())
+console_main()

@@ -1018,5 +1018,30 @@ def main(argv: list[str] | None = None) -> int:
     return _run_fetch_model(args)
 
 
+def console_main() -> t.NoReturn:
+    """The `synthsieve` command: main(), then an exit that skips native teardown.
+
+    By the time main() returns, everything synthsieve wrote is closed and renamed into
+    place and its own threads, event loops and model sessions are shut down (an audit
+    leaves none: tests/test_job_contract.py). What is left are native thread pools of the
+    libraries (Arrow's, ONNX Runtime's environment, OpenBLAS, OpenCV) whose C++ destructors
+    run after the interpreter has finalised; in about one run in seven (bench/exit_stress.py)
+    one of them destroyed a still-joinable std::thread there and the process aborted
+    ("terminate called without an active exception", exit 134) after a complete run. So the
+    process flushes its output and leaves with the exit code main() gave, without running
+    those destructors.
+    """
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's --help, --version and usage errors
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
