@@ -179,3 +179,18 @@ def test_dry_run_creates_nothing(tmp_path, capsys):
                  "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["would_send_requests"] == 2
     assert not out.exists()
+
+
+def test_shared_manifest_without_the_shared_data_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "shared_manifest.py"
+    proc = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "m.csv")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"shared_manifest: {tmp_path / 'none'} is not ../shared/data (no SOURCES.csv or "
+        "diverse/); pass --data"]
+    assert not (tmp_path / "m.csv").exists()
