@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from synthsieve.provenance import ProvenanceOptions
 
 
-def _number(text: str, kind: type, what: str) -> float:
+def _number(text: str, kind: type[int] | type[float], what: str) -> t.Any:
     try:
         return kind(text)
     except ValueError:
@@ -27,14 +27,14 @@ def _number(text: str, kind: type, what: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(_number(text, int, "a positive integer"))
+    value = _number(text, int, "a positive integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(_number(text, int, "an integer 0 or more"))
+    value = _number(text, int, "an integer 0 or more")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer 0 or more, got {text}")
     return value
@@ -50,6 +50,7 @@ EXIT_CODES = """exit codes (audit):
   5  count unknown: the runner's counters could not be read (accounted_for null)"""
 
 
+VENDOR_BACKENDS = ("hive", "nim", "sightengine")
 LOCAL_BATCH = 16
 # One worker sends a batch's images concurrently and waits for its slowest answer; a large
 # batch keeps the rate limiter busy through those waits (bench/api.py, README).
@@ -59,7 +60,7 @@ API_BATCH = 128
 def _batch_size(args: argparse.Namespace) -> int:
     if args.batch_size:
         return args.batch_size
-    return API_BATCH if args.backend in ("hive", "nim", "sightengine") else LOCAL_BATCH
+    return API_BATCH if args.backend in VENDOR_BACKENDS else LOCAL_BATCH
 
 
 def _rate(text: str) -> float:
@@ -261,7 +262,7 @@ def _api_config(args: argparse.Namespace):
     return ApiConfig(backend=args.backend, url=endpoint_url(args.api_url, backend.default_url),
                      key_env=backend.key_env, rate_per_s=args.api_rate,
                      workers=args.api_workers, max_in_flight=args.api_concurrency,
-                     retries=max(0, args.api_retries), timeout_s=args.api_timeout,
+                     retries=args.api_retries, timeout_s=args.api_timeout,
                      assets_url=args.api_assets_url, send_urls=args.api_send_urls,
                      max_requests=args.max_requests, threshold_ai=args.api_ai_threshold,
                      threshold_not_ai=args.api_not_ai_threshold)
@@ -287,7 +288,7 @@ def _http_config(args: argparse.Namespace):
 
     return HttpConfig(max_bytes=getattr(args, "max_bytes", 64 * 1024 * 1024),
                       concurrency=args.http_concurrency, per_host=args.http_per_host,
-                      retries=max(0, args.http_retries), read_timeout_s=args.http_timeout,
+                      retries=args.http_retries, read_timeout_s=args.http_timeout,
                       allow_private_networks=args.allow_private_networks)
 
 
@@ -606,11 +607,11 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"synthsieve stream: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
-    from synthsieve.pipelines.stream import ended_badly
+    from synthsieve.pipelines.stream import SOURCE_LOST, ended_badly
 
     if not ended_badly(summary):
         return 0
-    what = ("lost its source" if summary["ended"].startswith("source lost")
+    what = ("lost its source" if summary["ended"].startswith(SOURCE_LOST)
             else "was ended by its runner")
     print(f"synthsieve stream: the job {what} ({summary['ended']}); restart it",
           file=sys.stderr)
@@ -618,13 +619,10 @@ def _run_stream(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"synthsieve stream: relay {name} left behind: delete it once Pub/Sub answers "
               "again", file=sys.stderr)
     if not summary.get("runner_stopped", True):
-        # The runner's threads are stuck in a client library's retries that nothing can
-        # interrupt; waiting for them would keep a dead job alive for minutes.
+        # Its threads are stuck in a client library's retries; the command does not wait
+        # for them (console_main leaves with os._exit).
         print("synthsieve stream: the runner did not stop; exiting without it",
               file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
     return 1
 
 
@@ -773,7 +771,7 @@ def _run_audit(args: argparse.Namespace, beam_args: list[str]) -> int:
         backend=args.backend, commit_rows=args.commit_every,
         api=api, dry_run=args.dry_run, provenance=provenance,
     )
-    if args.dry_run and args.backend not in ("hive", "nim", "sightengine"):
+    if args.dry_run and args.backend not in VENDOR_BACKENDS:
         print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
               file=sys.stderr)
         return 2
@@ -916,18 +914,13 @@ class _DropApiAuthFailures(logging.Filter):
     exception's type, in the record's exc_info or its arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from synthsieve.exception_chain import causes
         from synthsieve.inference.remote import ApiAuthError
 
         carried = [record.exc_info[1]] if record.exc_info else []
         carried += list(record.args) if isinstance(record.args, tuple) else []
-        for item in carried:
-            seen: set[int] = set()
-            while isinstance(item, BaseException) and id(item) not in seen:
-                if isinstance(item, ApiAuthError):
-                    return False
-                seen.add(id(item))
-                item = item.__cause__ or item.__context__
-        return True
+        return not any(isinstance(e, ApiAuthError) for item in carried
+                       if isinstance(item, BaseException) for e in causes(item))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -955,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _beam_args_problem(parser: argparse.ArgumentParser, command: str,
                        rest: list[str]) -> str | None:
     """Why the arguments left for Beam cannot all be Beam's: a flag neither synthsieve nor
-    Beam knows (Beam would drop it and run without it), or a stray value."""
+    Beam knows (Beam would drop it and run without it)."""
     if not rest:
         return None
     from synthsieve.pipelines.options import beam_flags, did_you_mean, unknown_options

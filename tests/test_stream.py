@@ -3,6 +3,7 @@ dead letters out, each reference accounted for exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -313,21 +314,18 @@ def test_local_root_fences_the_local_files_a_message_may_name(tmp_path):
                                                 message_id="2")).__next__().uri == "/etc/passwd"
 
 
-def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path, pubsub,
-                                                                      pubsub_emulator,
-                                                                      tiny_model):
-    """A supervisor restarts a job that exits; one that hangs on a dead service it cannot
-    see. The exit names the relay subscription left behind (the service could not be told
-    to delete it)."""
+@contextlib.contextmanager
+def _running_stream(tmp_path: Path, pubsub, tiny_model, seed: int, *extra: str):
+    """A `synthsieve stream` process that has written the rows of 5 published references;
+    killed on the way out if the test left it running."""
     pub, _, names = pubsub
-    refs = _corpus(tmp_path, 5, 700)
-    for data in refs:
+    for data in _corpus(tmp_path, 5, seed):
         pub.publish(names["uploads"], data).result(10)
     out = tmp_path / "out"
     job = subprocess.Popen(
         [sys.executable, "-m", "synthsieve", "-q", "stream", "--subscription",
          names["uploads-sub"], "--out", str(out), "--window", "1", "--model", str(tiny_model),
-         "--source-lost-after", "10"],
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -335,12 +333,23 @@ def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path,
             assert job.poll() is None, job.stderr.read()[-2000:]
             time.sleep(0.2)
         assert len(read_rows(out, "scores")) == 5, "the job wrote nothing in 120 s"
-        pubsub_emulator.stop()
-        stopped = time.monotonic()
-        _, err = job.communicate(timeout=150)
+        yield job
     finally:
         if job.poll() is None:
             job.kill()
+
+
+def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path, pubsub,
+                                                                      pubsub_emulator,
+                                                                      tiny_model):
+    """A supervisor restarts a job that exits; one that hangs on a dead service it cannot
+    see. The exit names the relay subscription left behind (the service could not be told
+    to delete it)."""
+    with _running_stream(tmp_path, pubsub, tiny_model, 700,
+                         "--source-lost-after", "10") as job:
+        pubsub_emulator.stop()
+        stopped = time.monotonic()
+        _, err = job.communicate(timeout=150)
     assert time.monotonic() - stopped < 150
     assert job.returncode == 1, err[-3000:]
     lines = err.strip().splitlines()
@@ -351,24 +360,9 @@ def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path,
 
 
 def test_ctrl_c_drains_like_sigterm_and_says_so(tmp_path, pubsub, tiny_model):
-    pub, _, names = pubsub
-    for data in _corpus(tmp_path, 5, 800):
-        pub.publish(names["uploads"], data).result(10)
-    out = tmp_path / "out"
-    job = subprocess.Popen(
-        [sys.executable, "-m", "synthsieve", "-q", "stream", "--subscription",
-         names["uploads-sub"], "--out", str(out), "--window", "1", "--model", str(tiny_model)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(read_rows(out, "scores")) < 5 and time.monotonic() < deadline:
-            assert job.poll() is None, job.stderr.read()[-2000:]
-            time.sleep(0.2)
+    with _running_stream(tmp_path, pubsub, tiny_model, 800) as job:
         job.send_signal(signal.SIGINT)
         stdout, err = job.communicate(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
     assert job.returncode == 0, err[-2000:]
     assert "stopping, draining" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
     summary = json.loads(stdout)

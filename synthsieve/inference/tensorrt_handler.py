@@ -128,7 +128,8 @@ class TensorRTImageModelHandler(ModelHandler[np.ndarray, PredictionResult, Tenso
                                  "--batch-size (at most the engine's max batch)")
             size = batch_size
         else:
-            size = min(batch_size or _max_batch(spec), _max_batch(spec))
+            max_batch = _max_batch(spec)
+            size = min(batch_size or max_batch, max_batch)
         super().__init__(min_batch_size=size, max_batch_size=size)
         self._spec = spec
         self._batch_size = size
@@ -138,9 +139,10 @@ class TensorRTImageModelHandler(ModelHandler[np.ndarray, PredictionResult, Tenso
         return self._spec
 
     def load_model(self) -> TensorRTEngine:
-        if self._batch_size > _max_batch(self._spec):  # known here when the worker read it
+        max_batch = _max_batch(self._spec)  # known here when the worker read it
+        if self._batch_size > max_batch:
             raise ValueError(f"--batch-size {self._batch_size} is over the engine's max batch "
-                             f"of {_max_batch(self._spec)} ({self._spec.model_dir})")
+                             f"of {max_batch} ({self._spec.model_dir})")
         return TensorRTEngine(self._spec)
 
     def run_inference(self, batch: Sequence[np.ndarray], model: TensorRTEngine,

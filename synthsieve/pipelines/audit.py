@@ -16,9 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from synthsieve.elements import ERRORS
+from synthsieve.exception_chain import causes
 from synthsieve.filesystems import configure as configure_filesystems
 from synthsieve.filesystems import is_remote
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
@@ -173,15 +178,11 @@ def with_local_defaults(pipeline_args: list[str]) -> list[str]:
     --direct_running_mode multi_processing.
     """
     args = list(pipeline_args)
-    runner = next((a.split("=", 1)[1] for a in args if a.startswith("--runner=")), None)
-    if "--runner" in args and args.index("--runner") + 1 < len(args):
-        runner = args[args.index("--runner") + 1]
+    options = PipelineOptions(args)
+    runner = options.view_as(StandardOptions).runner
     if runner not in (None, "DirectRunner", "direct"):
         return args
-    mode = next((a.split("=", 1)[1] for a in args if a.startswith("--direct_running_mode=")),
-                None)
-    if "--direct_running_mode" in args and args.index("--direct_running_mode") + 1 < len(args):
-        mode = args[args.index("--direct_running_mode") + 1]
+    mode = options.view_as(DirectOptions).direct_running_mode
     if mode == "multi_threading":
         raise UnsafeRunnerMode(
             "--direct_running_mode multi_threading loses data in Beam 2.77 once a bundle "
@@ -266,19 +267,17 @@ def summarize(cfg: AuditConfig, model_id: str | None, backend: str,
 
 
 def _auth_failure(exc: BaseException) -> str | None:
-    """The ApiAuthError message inside whatever the runner raised, if it is one."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    """The ApiAuthError message inside whatever the runner raised, if it is one. A worker in
+    another process (multi_processing) sends its exception back as text only, hence the
+    second test."""
+    marker = f"{ApiAuthError.__name__}: "
+    for e in causes(exc):
         if isinstance(e, ApiAuthError):
             return str(e).split(" [while running")[0]
         text = str(e)
-        marker = f"{ApiAuthError.__name__}: "
         if marker in text:
             line = text[text.rindex(marker) + len(marker):].splitlines()[0]
             return line.split(" [while running")[0]
-        e = e.__cause__ or e.__context__
     return None
 
 

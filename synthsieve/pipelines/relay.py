@@ -41,6 +41,11 @@ DEFAULT_SOURCE_LOST_AFTER_S = 120.0
 ACK_CHUNK = 1000  # Pub/Sub refuses requests much past this many ack ids
 
 
+def _once(timeout: float) -> dict[str, Any]:
+    """RPC arguments for one attempt of at most `timeout` seconds, no client retries."""
+    return {"retry": None, "timeout": timeout}
+
+
 def _short(exc: BaseException) -> str:
     """An RPC error in one line (gRPC's carry their whole debug context)."""
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -143,7 +148,7 @@ class AckAfterCommitRelay:
             self._outstanding.clear()
         if left:
             self._return(left, timeout=CLOSE_RPC_TIMEOUT_S)
-        once = {"retry": None, "timeout": CLOSE_RPC_TIMEOUT_S}
+        once = _once(CLOSE_RPC_TIMEOUT_S)
         for name, delete in (
                 (self.relay_subscription, lambda: self._sub.delete_subscription(
                     subscription=self.relay_subscription, **once)),
@@ -171,7 +176,7 @@ class AckAfterCommitRelay:
                 # No client-side retries: this loop retries, and counts how long it fails.
                 response = self._sub.pull(subscription=self.subscription,
                                           max_messages=min(PULL_MAX, room),
-                                          timeout=PULL_RPC_TIMEOUT_S, retry=None)
+                                          **_once(PULL_RPC_TIMEOUT_S))
             except exceptions.DeadlineExceeded:
                 failing_since = None
                 continue
@@ -243,7 +248,7 @@ class AckAfterCommitRelay:
         try:
             for chunk in _chunks(done):  # bounded: the writer waits for this call
                 self._sub.acknowledge(subscription=self.subscription, ack_ids=chunk,
-                                      retry=None, timeout=PULL_RPC_TIMEOUT_S)
+                                      **_once(PULL_RPC_TIMEOUT_S))
         except Exception as exc:  # noqa: BLE001 - the rows are written; at worst a duplicate
             log.warning("relay: could not acknowledge %d committed messages: %s", len(done),
                         exc)
@@ -253,7 +258,7 @@ class AckAfterCommitRelay:
 
     def _set_deadline(self, ack_ids: list[str], seconds: int,
                       timeout: float | None = None) -> None:
-        once = {"retry": None, "timeout": timeout} if timeout else {}
+        once = _once(timeout) if timeout else {}
         for chunk in _chunks(ack_ids):
             self._sub.modify_ack_deadline(subscription=self.subscription, ack_ids=chunk,
                                           ack_deadline_seconds=seconds, **once)

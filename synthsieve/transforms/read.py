@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
+from synthsieve.exception_chain import causes
 from synthsieve.filesystems import open_for_read, use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
 from synthsieve.transforms.fetch_http import HttpClient, HttpConfig, HttpResult
@@ -23,22 +24,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 def is_http(uri: str) -> bool:
     return uri[:8].lower().startswith(("http://", "https://"))
-
-
-def _causes(exc: BaseException) -> Iterable[BaseException]:
-    """exc and every exception it wraps: Beam's BeamIOError keeps them per path, others
-    chain them as __cause__/__context__."""
-    todo, seen = [exc], set()
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        details = getattr(e, "exception_details", None)
-        if isinstance(details, dict):
-            todo.extend(v for v in details.values() if isinstance(v, BaseException))
-        todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -59,7 +44,7 @@ def _http_status(exc: BaseException) -> int | None:
 def _classify(exc: BaseException) -> str:
     """An error type from the exception's class or HTTP status, never from its text: a
     path may contain "404" or "not found" whatever went wrong reading it."""
-    for e in _causes(exc):
+    for e in causes(exc):
         status = _http_status(e)
         if isinstance(e, FileNotFoundError) or status in (404, 410):
             return "not_found"

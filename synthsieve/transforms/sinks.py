@@ -43,10 +43,6 @@ def shard_name(run_id: str, digest: str) -> str:
     return f"part-{run_id}-{digest}.parquet"
 
 
-def _basename(path: str) -> str:
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
-
-
 def _bundle_key(image_id: str) -> str:
     return "b" + hashlib.sha256(image_id.encode()).hexdigest()[:12]
 
@@ -110,7 +106,7 @@ class _WriteShards(beam.DoFn):
         pattern = FileSystems.join(self._dir, shard_name(self._run_id, f"{key}-*"))
         found = FileSystems.match([pattern])[0].metadata_list
         # by file name: a glob and a join may spell the directory differently
-        stale = [m.path for m in found if _basename(m.path) not in self._written]
+        stale = [m.path for m in found if FileSystems.split(m.path)[1] not in self._written]
         if stale:
             FileSystems.delete(stale)
             self._replaced.inc(len(stale))
@@ -125,9 +121,10 @@ class _WriteShards(beam.DoFn):
         batches, self._batches, self._pending = self._batches, [], 0
         self._since = time.monotonic()
         if batches:
-            self._written.add(_basename(write_shard(
-                self._dir, self._run_id, self._schema,
-                pa.Table.from_batches(batches, schema=self._schema), prefix=f"{self._key}-")))
+            path = write_shard(self._dir, self._run_id, self._schema,
+                               pa.Table.from_batches(batches, schema=self._schema),
+                               prefix=f"{self._key}-")
+            self._written.add(FileSystems.split(path)[1])
             self._shards.inc()
 
 
