@@ -26,10 +26,11 @@ import numpy as np
 from PIL import Image
 
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
+from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.audit import AuditConfig, run_audit, with_local_defaults
-from synthsieve.transforms.decode import prepare
+from synthsieve.pipelines.audit import AuditConfig, run_audit
+from synthsieve.runners.choice import with_local_defaults
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

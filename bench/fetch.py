@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from synthsieve.io.http import HttpConfig
 from synthsieve.pipelines.audit import AuditConfig, run_audit
-from synthsieve.transforms.fetch_http import HttpConfig
 
 
 def _jpeg_pool(n: int = 32) -> list[bytes]:

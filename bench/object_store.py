@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from corpus import noise_png  # noqa: E402
 from servers import CLOUD_ENV, gcs_server, s3_server  # noqa: E402
 
-from synthsieve.filesystems import configure, open_for_read  # noqa: E402
+from synthsieve.io.filesystems import configure, open_for_read  # noqa: E402
 
 
 def rate(uris: list[str], opener) -> float:

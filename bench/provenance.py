@@ -27,6 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audit_cpu import SHARED, images_of, synthetic_corpus  # noqa: E402
 
+from synthsieve.images import decode_image  # noqa: E402
+from synthsieve.inference.preprocess import prepare  # noqa: E402
 from synthsieve.inference.spec import ModelSpec  # noqa: E402
 from synthsieve.models import DEFAULT_MODEL_DIR  # noqa: E402
 from synthsieve.pipelines.audit import AuditConfig, run_audit  # noqa: E402
@@ -36,7 +38,6 @@ from synthsieve.provenance.exif import read_exif, user_comment  # noqa: E402
 from synthsieve.provenance.generation import read_generation  # noqa: E402
 from synthsieve.provenance.watermark import SCHEMES, read_watermark  # noqa: E402
 from synthsieve.provenance.xmp import packet_of, read_xmp  # noqa: E402
-from synthsieve.transforms.decode import decode_image, prepare  # noqa: E402
 
 
 def per_image_ms(fn, items, repeat: int = 2) -> float:

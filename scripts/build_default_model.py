@@ -36,6 +36,7 @@ import model_report as report
 import numpy as np
 from model_data import FeatureEmbedder, embed_all, images_sha256, load_rows
 
+from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.models.assemble import (
@@ -49,7 +50,6 @@ from synthsieve.models.assemble import (
     head_sha256,
     sha256_file,
 )
-from synthsieve.transforms.decode import prepare
 
 SEED = 20261123
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -21,10 +21,11 @@ import onnxruntime as ort
 from PIL import Image, ImageFilter, ImageOps
 
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS, jpeg75_half
+from synthsieve.images import to_rgb
+from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, ENCODER_OUTPUT, ENCODER_SHA256, cache_dir
 from synthsieve.models.features import N_BLOCKS, feature_model
-from synthsieve.transforms.decode import prepare, to_rgb
 
 AUGMENTATION_VERSION = 3  # bump when augment() changes, to invalidate the cache
 TRAIN_AUGMENTED_COPIES = 2

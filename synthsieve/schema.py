@@ -118,6 +118,12 @@ SCORES_SCHEMA = pa.schema([
     ("processed_at", _TS),
 ])
 
+# The scores columns about one input: its reference and this fetch of it. Every other column
+# follows from the bytes alone, so inputs with identical bytes share them (transforms/dedupe).
+INPUT_COLUMNS = ("image_id", "uri", "extra", "http_status", "robots_opt_out", "run_id",
+                 "processed_at")
+BYTES_COLUMNS = tuple(name for name in SCORES_SCHEMA.names if name not in INPUT_COLUMNS)
+
 ERRORS_SCHEMA = pa.schema([
     ("image_id", pa.string()),
     ("uri", pa.string()),

@@ -14,8 +14,9 @@ from corpus import (
 )
 from PIL import Image
 
+from synthsieve.images import DecodeError, decode_image
+from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
-from synthsieve.transforms.decode import DecodeError, decode_image, prepare
 
 SIZE = (224, 224)
 

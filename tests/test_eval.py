@@ -153,3 +153,85 @@ def test_eval_counts_the_verdict_the_model_wrote_not_one_rederived_from_threshol
                         ["inconclusive", "not_ai_generated"])["confusion"]
     assert c["ai_as_ai"] == 0 and c["ai_as_inconclusive"] == 1
     assert metrics.summary([1, 0], [0.95, 0.1], 0.3, 0.7)["confusion"]["ai_as_ai"] == 1
+
+
+A1111_SDXL = ("a lighthouse at dusk\nSteps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1, "
+              "Size: 64x64, Model: sd_xl_base_1.0, Version: v1.9.4")
+
+
+def _provenance_corpus(root: Path) -> Path:
+    """Two AI images whose PNG text names their generator, two real ones without any."""
+    from PIL.PngImagePlugin import PngInfo
+
+    rows = []
+    for i in range(4):
+        ai = i % 2 == 1
+        path = root / f"p{i}.png"
+        info = PngInfo()
+        if ai:
+            info.add_text("parameters", A1111_SDXL)
+        Image.new("RGB", (64 + i, 64), (230, 40, 40) if ai else (40, 200, 200)).save(
+            path, pnginfo=info)
+        rows.append({"uri": str(path), "label": "ai" if ai else "real"})
+    return _write_manifest(root / "prov.csv", rows)
+
+
+def test_eval_reads_provenance_like_the_audit(tmp_path, tiny_model):
+    from synthsieve.pipelines.evaluate import EvalConfig, run_eval
+
+    manifest = _provenance_corpus(tmp_path)
+    report = run_eval(EvalConfig(manifest=str(manifest), out_dir=str(tmp_path / "e"),
+                                 model_dir=str(tiny_model), conditions=("as_is",)))
+    assert report["evidence"]["provenance_sources"] == {"stablediffusionxl": 2}
+    assert report["evidence"]["evidence_verdicts"]["ai_generated"] >= 2
+    without = run_eval(EvalConfig(manifest=str(manifest), out_dir=str(tmp_path / "n"),
+                                  model_dir=str(tiny_model), conditions=("as_is",),
+                                  provenance=None))
+    assert without["evidence"] == {"provenance_sources": {}, "evidence_verdicts": {}}
+
+
+def test_eval_turns_a_decode_past_its_time_limit_into_a_timeout_row(tmp_path, tiny_model,
+                                                                     monkeypatch):
+    import threading
+
+    from synthsieve.pipelines.evaluate import EvalConfig, run_eval
+    from synthsieve.transforms import decode
+
+    manifest = _provenance_corpus(tmp_path)
+    stalled = tmp_path / "p0.png"
+    released = threading.Event()
+    real = decode.prepare
+
+    def stalling(data, *args, **kwargs):  # a stand-in for a file that stalls the decoder
+        if data == stalled.read_bytes():
+            released.wait(30)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "prepare", stalling)
+    try:
+        report = run_eval(EvalConfig(manifest=str(manifest), out_dir=str(tmp_path / "e"),
+                                     model_dir=str(tiny_model), conditions=("as_is",),
+                                     decode_timeout_s=0.5))
+    finally:
+        released.set()
+    assert report["errors_by_type"] == {"timeout": 1}
+    assert report["rows_scored"] == 3 and report["accounted_for"] is True
+
+
+def test_eval_counts_its_inputs_and_checks_every_one_has_its_rows(tmp_path, tiny_model):
+    from synthsieve.pipelines.evaluate import accounting
+
+    manifest = _labelled_corpus(tmp_path)
+    with open(manifest, "a") as f:  # a file that is not there: one read error, no variants
+        f.write(f"{tmp_path / 'gone.png'},ai,redgen\n")
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", str(manifest), "--out", str(out), "--model", str(tiny_model),
+                 "--conditions", "as_is,half"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["inputs"] == 15
+    assert report["expected_rows"] == 14 * 2 + 1 == report["rows"]
+    assert report["accounted_for"] is True
+    # a row short, or the count unknown, is said so
+    read_error = [{"stage": "read"}]
+    assert accounting(15, 2, 27, read_error)["accounted_for"] is False
+    assert accounting(None, 2, 28, read_error)["accounted_for"] is None

@@ -14,11 +14,11 @@ from fuzzing import manifest_seeds, mutate, seed_files
 
 from synthsieve.elements import ERRORS, FetchedImage, ImageInfo, ImageRef
 from synthsieve.inference.spec import ModelSpec
+from synthsieve.io.sources import _ReadManifest
 from synthsieve.pipelines.audit import AuditConfig, run_audit
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.schema import STAGE_DECODE
 from synthsieve.transforms.decode import _Decode
-from synthsieve.transforms.sources import _ReadManifest
 
 CASES = int(os.environ.get("SYNTHSIEVE_FUZZ_CASES", "10000"))
 SLOW_S = 10.0  # a case slower than this counts as a hang

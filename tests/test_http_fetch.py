@@ -15,14 +15,14 @@ from outputs import rows
 from servers import ImageHttpServer
 
 from synthsieve.cli import main
-from synthsieve.netguard import GuardedResolver, refusal_reason
-from synthsieve.transforms import fetch_http
-from synthsieve.transforms.fetch_http import (
+from synthsieve.io import http as fetch_http
+from synthsieve.io.http import (
     HttpClient,
     HttpConfig,
-    retry_after_s,
     robots_opt_out,
 )
+from synthsieve.io.netguard import GuardedResolver, refusal_reason
+from synthsieve.io.retry import retry_after_s
 
 LOOPBACK_NETS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 

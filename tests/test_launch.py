@@ -16,7 +16,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from synthsieve.cli import main
-from synthsieve.pipelines.launch import LaunchError, Target, check, launch_command
+from synthsieve.cli.launch import LaunchError, Target, check, launch_command
 
 IMAGE = "us-docker.pkg.dev/my-proj/synthsieve/worker-gpu:0.1.0"
 DATAFLOW = Target(runner="dataflow", image=IMAGE, project="my-proj", region="us-central1",

@@ -9,7 +9,7 @@ from corpus import noise_png
 from outputs import rows
 
 from synthsieve.cli import main
-from synthsieve.transforms.sources import MAX_ROW_CHARS
+from synthsieve.io.sources import MAX_ROW_CHARS
 
 
 def test_local_root_refuses_traversal_absolute_paths_and_symlinks_out_of_it(

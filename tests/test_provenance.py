@@ -23,6 +23,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from synthsieve.cli import main
+from synthsieve.images import decode_image
 from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.provenance.c2pa_manifest import C2paReader
 from synthsieve.provenance.evidence import evidence_verdict, provenance_source
@@ -38,7 +39,6 @@ from synthsieve.provenance.watermark import (
 )
 from synthsieve.provenance.xmp import read_xmp
 from synthsieve.schema import SOURCE_SET
-from synthsieve.transforms.decode import decode_image
 
 IPTC = IPTC_PREFIX
 
@@ -95,7 +95,10 @@ def xmp_packet(dst: str | None = None, tool: str | None = None, credit: str | No
 def read(data: bytes, **options) -> tuple[dict, list[str]]:
     decoded = decode_image(data, (64, 64), 10**8, full_size=True)
     reader = ProvenanceReader(ProvenanceOptions(**options))
-    return reader.read(data, decoded.original, decoded.stored_pixels, decoded.format)
+    columns, warnings = reader.read(data, decoded.original, decoded.stored_pixels,
+                                    decoded.format)
+    # derived where the scores row is assembled; computed here the same way
+    return {**columns, "provenance_source": provenance_source(columns)}, warnings
 
 
 # --- C2PA ----------------------------------------------------------------------------------

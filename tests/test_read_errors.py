@@ -5,7 +5,7 @@ from __future__ import annotations
 from apache_beam.io.aws.clients.s3.messages import S3ClientError
 from apache_beam.io.filesystem import BeamIOError
 
-from synthsieve.transforms.read import _classify, read_file
+from synthsieve.io.read import _classify, read_file
 
 
 def test_a_directory_named_404_is_a_directory_not_a_missing_file(tmp_path):

@@ -12,7 +12,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from corpus import noise_png
 
 from synthsieve.pipelines.audit import AuditConfig, run_audit
-from synthsieve.pipelines.runners import local_runner
+from synthsieve.runners.choice import local_runner
 
 
 def test_local_runners_for_batch_and_streaming_and_none_for_a_chosen_cluster_runner():

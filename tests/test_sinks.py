@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from synthsieve.io.sinks import _WriteShards
 from synthsieve.schema import ERRORS_SCHEMA, STAGE_READ, error_row
-from synthsieve.transforms.sinks import _WriteShards
 
 
 def _rows(n: int) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from synthsieve.transforms import sources
+from synthsieve.io import sources
 
 
 def test_listing_a_prefix_is_consumed_one_object_at_a_time(monkeypatch):
@@ -54,7 +54,7 @@ def test_classify_source(tmp_path):
 
 def test_a_directory_split_by_subdirectory_lists_exactly_what_the_recursive_listing_does(
         tmp_path):
-    from synthsieve.transforms.sources import iter_matching, split_directory
+    from synthsieve.io.sources import iter_matching, split_directory
 
     root = tmp_path / "ds"
     for sub in ("00000", "00001", "00002/deeper"):

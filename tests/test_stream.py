@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import noise_png
 
+from synthsieve.io.messages import parse_message
+from synthsieve.io.sources import image_id_for
 from synthsieve.pipelines.stream import StreamConfig, run_stream
-from synthsieve.transforms.messages import parse_message
-from synthsieve.transforms.sources import image_id_for
 
 PROJECT = "test-project"
 
@@ -291,7 +291,7 @@ def test_local_root_fences_the_local_files_a_message_may_name(tmp_path):
 
     from apache_beam.pvalue import TaggedOutput
 
-    from synthsieve.transforms.messages import _Parse
+    from synthsieve.io.messages import _Parse
 
     root = tmp_path / "incoming"
     root.mkdir()

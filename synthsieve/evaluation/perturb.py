@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from PIL import Image, ImageOps
 
-from synthsieve.transforms.decode import to_rgb
+from synthsieve.images import to_rgb
 
 AS_IS = "as_is"
 

@@ -225,10 +225,11 @@ def sample_images(sample_dir: Path | None, n: int = 8) -> list[bytes]:
 
 def validate(model_dir: Path, samples: list[bytes]) -> dict[str, Any]:
     """Runs the imported model through synthsieve's own decode and handler on real images."""
+    from synthsieve.images import DecodeError
     from synthsieve.inference.onnx_handler import OnnxImageModelHandler
     from synthsieve.inference.outputs import interpret
+    from synthsieve.inference.preprocess import prepare
     from synthsieve.inference.spec import ModelSpec
-    from synthsieve.transforms.decode import DecodeError, prepare
 
     spec = ModelSpec.load(model_dir)
     handler = OnnxImageModelHandler(spec, batch_size=4, intra_op_threads=1)

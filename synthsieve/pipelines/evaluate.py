@@ -15,37 +15,31 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from synthsieve.counters import CountInputs, counted_inputs, read_counters
 from synthsieve.elements import FetchedImage, ImageRef
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.breakdown import Labelled, by_group, confounds, worst
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
-from synthsieve.filesystems import configure as configure_filesystems
-from synthsieve.filesystems import is_remote
-from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.spec import ModelSpec
-from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.audit import (
-    new_run_id,
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR, WriteTable, read_run_table
+from synthsieve.io.sources import ExpandSources
+from synthsieve.pipelines.job import (
+    LOCAL_BACKENDS,
+    Job,
+    JobConfig,
     release_in_process_resources,
-    with_local_defaults,
-    workers_per_machine,
+    set_up_job,
 )
-from synthsieve.pipelines.runners import local_runner
-from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
-from synthsieve.transforms.decode import DEFAULT_MAX_PIXELS, DecodeImages
-from synthsieve.transforms.fetch_http import HttpConfig
-from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
-from synthsieve.transforms.score import ScoreImages
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteTable, read_run_table
-from synthsieve.transforms.sources import ExpandSources
+from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, STAGE_FETCH, STAGE_READ
+from synthsieve.transforms.chain import ScoreReferences
+
+__all__ = ["EvalConfig", "build_eval", "compute_report", "run_eval"]
 
 log = logging.getLogger("synthsieve.eval")
 
@@ -72,20 +66,15 @@ def size_bucket(width: int, height: int) -> str:
     return next(name for top, name in SIZE_BUCKETS if mp < top)
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(JobConfig):
+    """An eval: the labelled manifest, its label and group columns, and the robustness
+    conditions each image is also scored under."""
+
     manifest: str
-    out_dir: str
-    model_dir: str = str(DEFAULT_MODEL_DIR)
     label_column: str = "label"
     group_column: str | None = None
     conditions: tuple[str, ...] = tuple(CONDITIONS)
-    batch_size: int = 16
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
-    run_id: str = field(default_factory=new_run_id)
-    # http(s) fetching: limits, retries, SSRF guard (max_bytes is taken from max_bytes)
-    http: HttpConfig | None = None
 
 
 class _Perturb(beam.DoFn):
@@ -115,20 +104,29 @@ class _Perturb(beam.DoFn):
             yield FetchedImage(ref=ref, data=data, sha256=sha)
 
 
-def build_eval(p: beam.Pipeline, cfg: EvalConfig, spec: ModelSpec,
-               handler: OnnxImageModelHandler) -> None:
+def build_eval(p: beam.Pipeline, cfg: EvalConfig, job: Job) -> None:
+    """Adds the eval's transforms to `p`: the manifest, the scoring chain with each
+    condition's variant of the bytes between read and decode, and the two tables."""
     run_id = cfg.run_id
-    src = p | "Sources" >> ExpandSources([cfg.manifest], run_id)
-    read = src["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
-                                               http=cfg.http)
-    variants = read["images"] | "Perturb" >> beam.ParDo(_Perturb(cfg.conditions))
-    decoded = variants | "Decode" >> DecodeImages(spec, run_id, max_pixels=cfg.max_pixels)
-    scored = decoded["images"] | "Score" >> ScoreImages(
-        handler, spec, handler.backend_name, run_id)
-    errors = ((src["errors"], read["errors"], decoded["errors"], scored["errors"])
-              | "AllErrors" >> beam.Flatten())
-    scored["scores"] | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id)
+    src = p | "Sources" >> ExpandSources([cfg.manifest], run_id, local_roots=cfg.local_roots)
+    refs = src["refs"] | "CountRefs" >> beam.ParDo(CountInputs())
+    bad_rows = src["errors"] | "CountBadRows" >> beam.ParDo(CountInputs())
+    rows = refs | "Chain" >> ScoreReferences(
+        cfg.chain_settings(), job.spec, job.handler, same_uri_once=True,
+        variants=beam.ParDo(_Perturb(cfg.conditions)))
+    errors = (bad_rows, *ScoreReferences.errors(rows)) | "AllErrors" >> beam.Flatten()
+    rows["scores"] | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id)
     errors | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id)
+
+
+def accounting(inputs: int | None, conditions: int, scores: int,
+               errors: list[dict]) -> dict[str, Any]:
+    """Whether every input has its rows: one per condition, or a single error row when it
+    could not be read at all (conditions apply to bytes that were read)."""
+    unread = sum(1 for e in errors if e["stage"] in (STAGE_READ, STAGE_FETCH))
+    expected = None if inputs is None else (inputs - unread) * conditions + unread
+    return {"inputs": inputs, "expected_rows": expected, "rows": scores + len(errors),
+            "accounted_for": None if expected is None else expected == scores + len(errors)}
 
 
 def compute_report(cfg: EvalConfig, spec: ModelSpec, scores: list[dict],
@@ -225,35 +223,47 @@ def _count(items: Iterable[str]) -> dict[str, int]:
 
 
 def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
+    """Runs the eval and returns (and writes) DIR/eval.json; also writes DIR/eval.html.
+
+    Raises:
+      ValueError: unknown conditions, a backend without a local model, or no usable label.
+    """
     from synthsieve.evaluation.report import write_html
 
     unknown = [c for c in cfg.conditions if c not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
+    if cfg.backend not in LOCAL_BACKENDS:
+        raise ValueError(f"eval measures a local model (--backend {', '.join(LOCAL_BACKENDS)})")
     if AS_IS not in cfg.conditions:
         cfg = dataclasses.replace(cfg, conditions=(AS_IS, *cfg.conditions))
-    spec = ModelSpec.load(cfg.model_dir)
-    options = PipelineOptions(with_local_defaults(pipeline_args or []))
-    configure_filesystems(options)
-    workers = workers_per_machine(options)
-    handler = OnnxImageModelHandler(spec, batch_size=cfg.batch_size,
-                                    intra_op_threads=default_intra_op_threads(workers))
-    if not is_remote(cfg.out_dir):
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    job = set_up_job(cfg, pipeline_args)
+    if not isinstance(job.spec, ModelSpec):
+        raise ValueError("eval reads the model's thresholds here: run it where the model is")
     start = time.monotonic()
-    p = beam.Pipeline(runner=local_runner(options), options=options)
-    build_eval(p, cfg, spec, handler)
+    p = job.pipeline()
+    build_eval(p, cfg, job)
     try:
-        p.run().wait_until_finish()
+        result = p.run()
+        result.wait_until_finish()
     finally:
-        release_in_process_resources(handler)
+        release_in_process_resources(job.handler)
     # Labelled eval sets are small: the report works on rows.
     scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
                             ["image_id", "uri", "ai_generated", "verdict", "format", "width",
-                             "height", "extra"]).to_pylist()
+                             "height", "extra", "provenance_source",
+                             "evidence_verdict"]).to_pylist()
     errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id,
-                            ["image_id", "error_type"]).to_pylist()
-    report = compute_report(cfg, spec, scores, errors)
+                            ["image_id", "stage", "error_type"]).to_pylist()
+    report = compute_report(cfg, job.spec, scores, errors)
+    counted = counted_inputs(read_counters(result), len(scores) + len(errors))
+    report.update(accounting(counted, len(cfg.conditions), len(scores), errors))
+    as_is = [r for r in scores if dict(r["extra"] or {}).get(CONDITION_KEY, AS_IS) == AS_IS]
+    report["evidence"] = {
+        "provenance_sources": _count(r["provenance_source"] for r in as_is
+                                     if r["provenance_source"]),
+        "evidence_verdicts": _count(r["evidence_verdict"] for r in as_is
+                                    if r["evidence_verdict"])}
     report["wall_s"] = round(time.monotonic() - start, 2)
     with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.json")) as fh:
         fh.write(json.dumps(report, indent=2).encode())

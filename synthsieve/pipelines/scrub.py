@@ -20,20 +20,19 @@ from urllib.parse import urlsplit
 import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from synthsieve.filesystems import configure as configure_filesystems
-from synthsieve.pipelines.audit import pipeline_counters
-from synthsieve.pipelines.runners import local_runner
+from synthsieve.counters import QUARANTINE_OUTCOMES, SCRUB_DECISIONS, counter, read_counters
+from synthsieve.io.filesystems import configure as configure_filesystems
+from synthsieve.io.read import is_http
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 from synthsieve.provenance.evidence import AI_EVIDENCE
+from synthsieve.runners.choice import local_runner
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE
-from synthsieve.transforms.read import is_http
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR
 
 log = logging.getLogger("synthsieve.scrub")
 
-KEEP, REMOVE = "keep", "remove"
+KEEP, REMOVE = SCRUB_DECISIONS
 EVIDENCE_RULES = tuple(rule for rule, _ in AI_EVIDENCE)
 # What a removed line's `reason` says for each evidence rule.
 _REASONS = {
@@ -186,7 +185,7 @@ def _latest(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 class _Decide(beam.DoFn):
     def __init__(self, policy: Policy):
         self._policy = policy
-        self._counts = {k: Metrics.counter("synthsieve", k) for k in (KEEP, REMOVE)}
+        self._counts = {k: counter(k) for k in SCRUB_DECISIONS}
 
     def process(self, keyed: tuple[str, Iterable[dict[str, Any]]]) -> Iterable[Any]:
         row = _latest(keyed[1])
@@ -209,7 +208,7 @@ class _Quarantine(beam.DoFn):
             status, detail = quarantine(row["uri"], self._to, self._mode)
         except Exception as e:  # one object's failure is a row, not a stopped job
             status, detail = "failed", f"{type(e).__name__}: {e}"
-        Metrics.counter("synthsieve", status).inc()
+        counter(status).inc()
         yield {"image_id": row["image_id"], "uri": row["uri"], "status": status,
                "detail": detail}
 
@@ -258,15 +257,14 @@ def run_scrub(cfg: ScrubConfig, pipeline_args: list[str] | None = None) -> dict[
     build_scrub(p, cfg)
     result = p.run()
     result.wait_until_finish()
-    known = pipeline_counters(result)
+    known = read_counters(result)
     counts = known or {}
     summary = {"audit": cfg.audit_dir, "out": cfg.out_dir,
                # None (JSON null) when the runner's counters could not be read
                "kept": counts.get(KEEP, 0) if known is not None else None,
                "removed": counts.get(REMOVE, 0) if known is not None else None,
                "apply": cfg.apply or "dry run", "to": cfg.to,
-               "actions": {k: counts[k] for k in ("copied", "moved", "done_before", "skipped",
-                                                  "failed") if counts.get(k)},
+               "actions": {k: counts[k] for k in QUARANTINE_OUTCOMES if counts.get(k)},
                "policy": asdict(cfg.policy)}
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())

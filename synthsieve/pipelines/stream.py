@@ -9,7 +9,7 @@ flags and dead letters as idempotent by their `image_id` attribute.
 
 Who acknowledges: on Dataflow, its Pub/Sub source, after the runner's commit. On the
 in-process DirectRunner, whose own source acknowledges on pull, the relay in
-pipelines/relay.py does it after the windowed writer's commit; a stop (Ctrl-C, SIGTERM,
+runners/relay.py does it after the windowed writer's commit; a stop (Ctrl-C, SIGTERM,
 `--run-for`) stops pulling and waits for what is in flight to be written first.
 """
 
@@ -23,68 +23,37 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineState
 
-from synthsieve.filesystems import configure as configure_filesystems
-from synthsieve.filesystems import is_remote
-from synthsieve.inference.onnx_handler import default_intra_op_threads
-from synthsieve.inference.remote import ApiConfig, RemoteApiModelHandler
-from synthsieve.inference.spec import ModelSpec, load_spec
-from synthsieve.models import DEFAULT_MODEL_DIR
-from synthsieve.pipelines.audit import (
-    make_handler,
-    new_run_id,
-    release_in_process_resources,
-    score_transform,
-    workers_per_machine,
-)
-from synthsieve.pipelines.relay import DEFAULT_SOURCE_LOST_AFTER_S, AckAfterCommitRelay
-from synthsieve.pipelines.runners import is_local, local_runner, workers_elsewhere
-from synthsieve.provenance import ProvenanceOptions
+from synthsieve.io.messages import ParseMessages
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR, WriteWindowedTable
+from synthsieve.pipelines.job import Job, JobConfig, release_in_process_resources, set_up_job
+from synthsieve.runners.choice import is_local
+from synthsieve.runners.relay import DEFAULT_SOURCE_LOST_AFTER_S, AckAfterCommitRelay
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, VERDICT_AI
-from synthsieve.transforms.decode import (
-    DEFAULT_DECODE_TIMEOUT_S,
-    DEFAULT_MAX_PIXELS,
-    DecodeImages,
-)
-from synthsieve.transforms.fetch_http import HttpConfig
-from synthsieve.transforms.messages import ParseMessages
-from synthsieve.transforms.read import DEFAULT_MAX_BYTES, FetchImages
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR, WriteWindowedTable
+from synthsieve.transforms.chain import ScoreReferences
+
+__all__ = ["StreamConfig", "build_stream", "ended_badly", "run_stream"]
 
 log = logging.getLogger("synthsieve.stream")
 
 MAX_ATTRIBUTE_CHARS = 1024  # Pub/Sub's limit on an attribute value, in bytes
 
 
-@dataclass
-class StreamConfig:
+@dataclass(kw_only=True)
+class StreamConfig(JobConfig):
+    """A stream: the subscription to read, the topics to publish to, and its windows."""
+
     subscription: str  # projects/P/subscriptions/S
-    out_dir: str
     flag_topic: str | None = None  # projects/P/topics/T: one message per AI-generated image
     dead_letter_topic: str | None = None  # projects/P/topics/T: one message per error row
     window_s: float = 60.0
-    model_dir: str = str(DEFAULT_MODEL_DIR)
-    backend: str = "onnx"
-    api: ApiConfig | None = None
-    batch_size: int = 16
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
-    decode_timeout_s: float = DEFAULT_DECODE_TIMEOUT_S
-    # with roots, a message may name only local files inside them (see transforms/messages)
-    local_roots: tuple[str, ...] | None = None
-    intra_op_threads: int | None = None
-    http: HttpConfig | None = None
-    provenance: ProvenanceOptions | None = field(default_factory=ProvenanceOptions)
-    run_id: str = field(default_factory=new_run_id)
-    # None: on when the runner runs in this process (the DirectRunner), see relay.py
+    # None: on when the runner runs in this process (the DirectRunner), see runners/relay.py
     ack_after_commit: bool | None = None
     lease_s: float = 30.0  # how long a pulled, unwritten message stays ours between renewals
     # the job ends (non-zero) when its subscription cannot be pulled for this long
@@ -123,23 +92,18 @@ def dead_letter_message(row: dict[str, Any]) -> PubsubMessage:
     return PubsubMessage(json.dumps(body).encode(), attributes)
 
 
-def build_stream(p: beam.Pipeline, cfg: StreamConfig, spec: ModelSpec, handler: Any,
+def build_stream(p: beam.Pipeline, cfg: StreamConfig, job: Job,
                  subscription: str | None = None) -> None:
-    """`subscription`: what to read, when not cfg.subscription itself (the relay's)."""
+    """Adds the stream's transforms to `p`. `subscription`: what to read, when not
+    cfg.subscription itself (the relay's)."""
     run_id = cfg.run_id
     messages = p | "ReadPubSub" >> ReadFromPubSub(subscription=subscription or cfg.subscription,
                                                   with_attributes=True)
     parsed = messages | "Parse" >> ParseMessages(run_id, local_roots=cfg.local_roots)
-    read = parsed["refs"] | "Read" >> FetchImages(run_id, max_bytes=cfg.max_bytes,
-                                                  http=cfg.http, same_uri_once=False)
-    decoded = read["images"] | "Decode" >> DecodeImages(
-        None if handler is None or isinstance(handler, RemoteApiModelHandler) else spec,
-        run_id, max_pixels=cfg.max_pixels, provenance=cfg.provenance,
-        timeout_s=cfg.decode_timeout_s)
-    scored = decoded["images"] | "Score" >> score_transform(handler, spec, run_id)
-    scores = scored["scores"]
-    errors = ((parsed["errors"], read["errors"], decoded["errors"], scored["errors"])
-              | "AllErrors" >> beam.Flatten())
+    rows = parsed["refs"] | "Chain" >> ScoreReferences(cfg.chain_settings(), job.spec,
+                                                       job.handler)
+    scores = rows["scores"]
+    errors = ((parsed["errors"], *ScoreReferences.errors(rows)) | "AllErrors" >> beam.Flatten())
     scores | "WriteScores" >> WriteWindowedTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA,
                                                  run_id, cfg.window_s)
     errors | "WriteErrors" >> WriteWindowedTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA,
@@ -198,14 +162,8 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                run_for_s: float | None = None) -> dict[str, Any]:
     """Runs until `stop()` is true, `run_for_s` has passed, the runner ends, SIGTERM or
     Ctrl-C. With acknowledge-after-commit, a stop first drains what is in flight."""
-    options = PipelineOptions(pipeline_args or [])
-    spec = load_spec(cfg.model_dir, on_workers_only=workers_elsewhere(options))
-    options.view_as(StandardOptions).streaming = True
-    configure_filesystems(options)
-    threads = cfg.intra_op_threads or default_intra_op_threads(workers_per_machine(options))
-    handler = make_handler(cfg.backend, spec, cfg.batch_size, threads, cfg.api)
-    if not is_remote(cfg.out_dir):
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    job = set_up_job(cfg, pipeline_args, streaming=True)
+    options = job.options
     in_process = is_local(options)
     relayed = in_process if cfg.ack_after_commit is None else cfg.ack_after_commit
     if relayed and not in_process:
@@ -214,7 +172,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     log.info("stream %s: %s -> %s (window %ss, backend %s, %s)", cfg.run_id,
              cfg.subscription, cfg.out_dir, cfg.window_s, cfg.backend,
              "acknowledged after commit" if relayed else "acknowledged by the runner")
-    p = beam.Pipeline(runner=local_runner(options), options=options)
+    p = job.pipeline()
     start = time.monotonic()
     drained = None
     runner_stopped = True
@@ -224,7 +182,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     with _Stop() as signalled, ExitStack() as scope:
         if relay is not None:
             scope.enter_context(relay)
-        build_stream(p, cfg, spec, handler,
+        build_stream(p, cfg, job,
                      relay.relay_subscription if relay is not None else None)
         result = p.run()
         reason = _wait(result, stop, run_for_s, start, signalled.requested,
@@ -242,7 +200,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
                                 cfg.drain_s)
             runner_stopped = _cancel_within(result, CANCEL_WAIT_S)
     if runner_stopped and PipelineState.is_terminal(result.state):  # no bundle uses them
-        release_in_process_resources(handler)
+        release_in_process_resources(job.handler)
     summary: dict[str, Any] = {
         "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
         "ended": reason, "runner_stopped": runner_stopped,

@@ -1,9 +1,11 @@
 """What an image file says about its own origin, read from the bytes already fetched.
 
-read_provenance() fills the scores table's provenance columns (c2pa, xmp, exif,
-generation_params, watermark, provenance_source) and returns warnings for anything it could
-not read; it never raises, so metadata can never cost an image its pixel score.
-evidence.evidence_verdict() combines these columns with the pixel verdict.
+ProvenanceReader.read() fills the scores table's evidence columns (c2pa, xmp, exif,
+generation_params, watermark) and returns warnings for anything it could not read; it never
+raises, so metadata can never cost an image its pixel score. The columns derived from them,
+provenance_source (evidence.provenance_source) and evidence_verdict with verdict_reason
+(evidence.evidence_verdict, which adds the pixel verdict), are computed once, where the
+scores row is assembled (transforms/score.py), from the file's evidence and a vendor's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from synthsieve.provenance.xmp import packet_of, read_xmp
 
 __all__ = ["ProvenanceOptions", "ProvenanceReader", "evidence_verdict", "provenance_source"]
 
-COLUMNS = ("c2pa", "xmp", "exif", "generation_params", "watermark", "provenance_source")
+COLUMNS = ("c2pa", "xmp", "exif", "generation_params", "watermark")
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,6 @@ class ProvenanceReader:
                 columns["watermark"] = read_watermark(np.asarray(rgb))
             except Exception as e:
                 warnings.append(f"watermark: {type(e).__name__}: {str(e)[:200]}")
-        columns["provenance_source"] = provenance_source(columns)
         return columns, warnings
 
 

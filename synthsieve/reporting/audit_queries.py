@@ -17,8 +17,8 @@ from typing import Any
 import duckdb
 from apache_beam.io.filesystems import FileSystems
 
-from synthsieve.filesystems import is_remote
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR
+from synthsieve.io.filesystems import is_remote
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 
 HIST_BINS = 20
 

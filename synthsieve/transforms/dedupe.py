@@ -29,18 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from synthsieve.counters import DUPLICATE_BYTES, counter
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
-from synthsieve.schema import empty_score_row, error_row, now_utc
+from synthsieve.schema import BYTES_COLUMNS, empty_score_row, error_row, now_utc
 
 MAX_REMEMBERED = 250_000  # sha256 -> leader id entries kept per worker process
 MAX_ROWS = 20_000  # leader outcomes kept per worker process for later followers
-# Everything that follows from the bytes alone: scores and the provenance read from them.
-_LEADER_COLUMNS = ("sha256", "bytes", "width", "height", "format", "ai_generated", "verdict",
-                   "source", "source_score", "source_scores", "deepfake", "model", "backend",
-                   "c2pa", "xmp", "exif", "generation_params", "watermark",
-                   "provenance_source", "evidence_verdict", "verdict_reason", "warnings")
 SCORE, ERROR = "score", "error"
 
 
@@ -107,7 +102,7 @@ class SplitDuplicates(beam.DoFn):
     def __init__(self, run_id: str, wait_for_leaders: bool = True):
         self._run_id = run_id
         self._wait = wait_for_leaders
-        self._followers = Metrics.counter("synthsieve", "duplicate_bytes")
+        self._followers = counter(DUPLICATE_BYTES)
 
     def setup(self) -> None:
         with _Rendezvous.lock:
@@ -167,5 +162,5 @@ class RecordLeaders(beam.DoFn):
 
     def _columns(self, row: dict[str, Any]) -> dict[str, Any]:
         if self._kind == SCORE:
-            return {k: row.get(k) for k in _LEADER_COLUMNS}
+            return {k: row.get(k) for k in BYTES_COLUMNS}
         return {k: row[k] for k in ("stage", "error_type", "message")}

@@ -8,6 +8,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
+from synthsieve.counters import WOULD_SEND, counter
 from synthsieve.elements import ERRORS, ImageInfo
 from synthsieve.inference.outputs import interpret
 from synthsieve.inference.spec import ModelSpec
@@ -89,7 +90,7 @@ class _Unscored(beam.DoFn):
 
     def __init__(self, run_id: str):
         self._run_id = run_id
-        self._would_send = beam.metrics.Metrics.counter("synthsieve", "would_send")
+        self._would_send = counter(WOULD_SEND)
 
     def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[dict[str, Any]]:
         info, _pixels = keyed

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
-from synthsieve.transforms.fetch_http import _Loop, backoff_delay, retry_after_s
+from synthsieve.io.http import WorkerLoop
+from synthsieve.io.retry import Outcome, Retry, RetryPolicy, retry_after_s, with_retries
 
 log = logging.getLogger("synthsieve.api")
 
@@ -99,13 +100,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-@dataclass
-class ApiResult:
-    columns: dict[str, Any] | None = None
-    error_type: str | None = None
-    message: str | None = None
-    attempts: int = 0
-    status: int | None = None
+@dataclass(kw_only=True)
+class ApiResult(Outcome):
+    columns: dict[str, Any] | None = None  # the scores table's columns, from the answer
 
 
 class RateLimiter:
@@ -146,15 +143,6 @@ class RateLimiter:
                 await asyncio.sleep(wait)
 
 
-class _Retry(Exception):
-    def __init__(self, error_type: str, message: str, status: int | None = None,
-                 retry_after: float | None = None):
-        super().__init__(message)
-        self.error_type = error_type
-        self.status = status
-        self.retry_after = retry_after
-
-
 class ApiClient:
     """One per (backend config, worker process): session, rate limiter, in-flight cap."""
 
@@ -177,20 +165,32 @@ class ApiClient:
 
     @classmethod
     def for_config(cls, cfg: ApiConfig) -> ApiClient:
+        """This process's client for `cfg`, made on the worker loop the first time.
+
+        The client is made without holding the lock: _close runs on the loop and takes the
+        lock, so a thread holding it while waiting on the loop could wait forever."""
         secrets = cfg.credentials()
-        loop = _Loop.get()
         with cls._lock:
-            if cfg not in cls._clients:
-                async def make() -> ApiClient:
-                    session = aiohttp.ClientSession(
-                        trust_env=False, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
-                        connector=aiohttp.TCPConnector(limit=cfg.max_in_flight))
-                    return cls(cfg, secrets, session, RateLimiter(cfg.rate_per_worker),
-                               asyncio.Semaphore(cfg.max_in_flight), loop)
-                client = asyncio.run_coroutine_threadsafe(make(), loop).result()
-                cls._clients[cfg] = client
-                _Loop.at_shutdown(client._close)
-            return cls._clients[cfg]
+            client = cls._clients.get(cfg)
+        if client is not None:
+            return client
+        loop = WorkerLoop.get()
+
+        async def make() -> ApiClient:
+            session = aiohttp.ClientSession(
+                trust_env=False, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
+                connector=aiohttp.TCPConnector(limit=cfg.max_in_flight))
+            return cls(cfg, secrets, session, RateLimiter(cfg.rate_per_worker),
+                       asyncio.Semaphore(cfg.max_in_flight), loop)
+
+        made = asyncio.run_coroutine_threadsafe(make(), loop).result()
+        with cls._lock:
+            client = cls._clients.setdefault(cfg, made)
+        if client is made:
+            WorkerLoop.at_shutdown(made._close)
+        else:  # another thread made one first: keep theirs
+            asyncio.run_coroutine_threadsafe(made.session.close(), loop).result()
+        return client
 
     async def _close(self) -> None:
         """Called on the loop by its shutdown: the next run makes a new client there."""
@@ -206,56 +206,51 @@ class ApiClient:
         if cap is not None:
             per_worker = max(0, cap // max(1, self.cfg.workers))
             if self.images_sent >= per_worker:
-                return self._fail(result, "max_requests_reached",
-                                  f"not sent: --max-requests {cap} was reached "
-                                  f"({per_worker} per worker process)")
+                return result.fail("max_requests_reached",
+                                   f"not sent: --max-requests {cap} was reached "
+                                   f"({per_worker} per worker process)")
         self.images_sent += 1
-        while True:
-            result.attempts += 1
-            try:
-                async with self.in_flight:
-                    status, body = await backend.send(self, data, uri)
-                result.status = status
-                if status in (401, 403):
-                    raise ApiAuthError(
-                        f"{self.cfg.backend} answered HTTP {status} "
-                        f"({redact(body[:200], self.secrets)}): check the API key and its "
-                        "access; stopping instead of turning every image into an error row")
-                if status == 429 or status >= 500:
-                    raise _Retry(f"http_{status}", f"HTTP {status}", status,
-                                 backend.retry_after)
-                if status in CONFIG_STATUSES and not self.answers_ok:
-                    seen = self.config_failures[status] = self.config_failures.get(status, 0) + 1
-                    if seen >= CONFIG_FAILURES_TO_STOP:
-                        raise ApiConfigError(
-                            f"{self.cfg.backend} answered HTTP {status} to the first {seen} "
-                            f"requests to {self.cfg.url}: it is not the API's endpoint (pass "
-                            "the vendor's base URL or its full endpoint to --api-url); "
-                            "stopping instead of turning every image into an error row")
-                if status < 400:
-                    self.answers_ok += 1
-                if status >= 400:
-                    return self._fail(result, f"http_{status}",
-                                      f"{self.cfg.backend} refused the image: HTTP {status}: "
-                                      f"{body[:300]}")
-                try:
-                    result.columns = backend.parse(body)
-                except (ValueError, KeyError, TypeError, IndexError) as e:
-                    raise _Retry("bad_response", f"unreadable response: {e}", status) from e
-                return result
-            except ApiAuthError:
-                raise
-            except _Retry as e:
-                error_type, message, retry_after = e.error_type, str(e), e.retry_after
-            except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                timeout = isinstance(e, asyncio.TimeoutError)
-                error_type = "timeout" if timeout else "connection_error"
-                message, retry_after = f"{type(e).__name__}: {e}".rstrip(": "), None
-            if result.attempts > self.cfg.retries:
-                return self._fail(result, error_type,
-                                  f"{message} (gave up after {result.attempts} attempts)")
-            await asyncio.sleep(backoff_delay(result.attempts, retry_after,
-                                              self.cfg.backoff_base_s, self.cfg.backoff_max_s))
+
+        async def attempt() -> ApiResult:
+            async with self.in_flight:
+                status, body = await backend.send(self, data, uri)
+            result.status = status
+            return self._answer(backend, result, status, body)
+
+        result = await with_retries(attempt, result, RetryPolicy(
+            self.cfg.retries, self.cfg.backoff_base_s, self.cfg.backoff_max_s))
+        if result.message:
+            result.message = redact(result.message, self.secrets)
+        return result
+
+    def _answer(self, backend: ApiBackend, result: ApiResult, status: int,
+                body: str) -> ApiResult:
+        """The result of one answer; raises Retry for what is worth another try, and
+        ApiAuthError / ApiConfigError for what must stop the job."""
+        if status in (401, 403):
+            raise ApiAuthError(
+                f"{self.cfg.backend} answered HTTP {status} "
+                f"({redact(body[:200], self.secrets)}): check the API key and its "
+                "access; stopping instead of turning every image into an error row")
+        if status == 429 or status >= 500:
+            raise Retry(f"http_{status}", f"HTTP {status}", backend.retry_after)
+        if status in CONFIG_STATUSES and not self.answers_ok:
+            seen = self.config_failures[status] = self.config_failures.get(status, 0) + 1
+            if seen >= CONFIG_FAILURES_TO_STOP:
+                raise ApiConfigError(
+                    f"{self.cfg.backend} answered HTTP {status} to the first {seen} "
+                    f"requests to {self.cfg.url}: it is not the API's endpoint (pass "
+                    "the vendor's base URL or its full endpoint to --api-url); "
+                    "stopping instead of turning every image into an error row")
+        if status >= 400:
+            return result.fail(f"http_{status}", f"{self.cfg.backend} refused the image: "
+                                                 f"HTTP {status}: {body[:300]}")
+        self.answers_ok += 1
+        try:
+            result.columns = backend.parse(body)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise Retry("bad_response", f"unreadable response: {e}") from e
+        return result
 
     async def metered(self) -> None:
         """Waits for the rate limit; a backend awaits it right before its billed request, so
@@ -263,11 +258,6 @@ class ApiClient:
         the vendor counts."""
         await self.limiter.acquire()
         self.requests_sent += 1
-
-    def _fail(self, result: ApiResult, error_type: str, message: str) -> ApiResult:
-        result.error_type = error_type
-        result.message = redact(message, self.secrets)
-        return result
 
 
 def media_form(data: bytes, uri: str) -> aiohttp.FormData:
@@ -316,6 +306,7 @@ class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResu
         self._batching_kwargs = {"min_batch_size": 1, "max_batch_size": batch_size}
         self._backend_cls = backend_cls
         self._cfg = cfg
+        self.api = cfg
         self.backend_name = cfg.backend
         self.model_name = backend_cls.model
 

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps
 
+from synthsieve.images import to_rgb
 from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient
 from synthsieve.schema import canonical_source
-from synthsieve.transforms.decode import to_rgb
 
 INLINE_LIMIT = 180_000
 ACCEPTED = {"PNG": "image/png", "JPEG": "image/jpeg"}

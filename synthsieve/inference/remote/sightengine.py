@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient, media_form
-from synthsieve.netguard import refusal_reason
+from synthsieve.io.netguard import refusal_reason
 
 
 def is_public_url(uri: str) -> bool:

@@ -10,7 +10,7 @@ front of it rather than inside it:
   messages leased (ModifyAckDeadline every lease/3) while they are in flight;
 - it republishes each message to a private per-run topic, which the pipeline reads with
   ReadFromPubSub (and which may be acknowledged early: losing it loses nothing);
-- the windowed writers report each image_id they have committed (transforms/commits.py),
+- the windowed writers report each image_id they have committed (io/commits.py),
   and only then is the original message acknowledged;
 - a graceful stop stops pulling and waits for what is in flight to be written; a crash
   leaves the originals unacknowledged, so Pub/Sub delivers them again to the next run.
@@ -27,8 +27,8 @@ from collections import defaultdict
 from contextlib import ExitStack
 from typing import Any
 
-from synthsieve.transforms import commits
-from synthsieve.transforms.messages import MESSAGE_ID_ATTRIBUTE, parse_message
+from synthsieve.io import commits
+from synthsieve.io.messages import MESSAGE_ID_ATTRIBUTE, parse_message
 
 log = logging.getLogger("synthsieve.stream")
 

@@ -16,7 +16,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
-log = logging.getLogger("synthsieve.filesystems")
+log = logging.getLogger("synthsieve.io.filesystems")
 
 
 def use_gcs_emulator_credentials() -> None:

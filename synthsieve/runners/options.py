@@ -25,7 +25,7 @@ class _Parser(_BeamArgumentParser):
 
 def _beam_parser() -> argparse.ArgumentParser:
     with contextlib.suppress(ImportError):  # registers the Dask runner's options
-        import synthsieve.pipelines.dask_runner  # noqa: F401
+        import synthsieve.runners.dask_runner  # noqa: F401
     parser = _Parser(allow_abbrev=False, add_help=False)
     classes: dict[str, type[PipelineOptions]] = {}
     for cls in PipelineOptions.__subclasses__():

@@ -26,12 +26,12 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
-from synthsieve.filesystems import use_gcs_emulator_credentials
-from synthsieve.transforms import commits
+from synthsieve.counters import SHARDS_REPLACED, SHARDS_WRITTEN, counter
+from synthsieve.io import commits
+from synthsieve.io.filesystems import use_gcs_emulator_credentials
 
 SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
@@ -70,8 +70,8 @@ class _WriteShards(beam.DoFn):
         self._schema = schema
         self._commit_rows = commit_rows
         self._commit_s = commit_s
-        self._shards = Metrics.counter("synthsieve", "shards_written")
-        self._replaced = Metrics.counter("synthsieve", "shards_of_retried_bundles_deleted")
+        self._shards = counter(SHARDS_WRITTEN)
+        self._replaced = counter(SHARDS_REPLACED)
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
@@ -174,7 +174,7 @@ class _WriteWindow(beam.DoFn):
         self._dir = directory
         self._run_id = run_id
         self._schema = schema
-        self._shards = Metrics.counter("synthsieve", "shards_written")
+        self._shards = counter(SHARDS_WRITTEN)
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()

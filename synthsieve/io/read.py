@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
+from synthsieve.counters import BYTES_READ, counter
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
 from synthsieve.exception_chain import causes
-from synthsieve.filesystems import open_for_read, use_gcs_emulator_credentials
+from synthsieve.io.filesystems import open_for_read, use_gcs_emulator_credentials
+from synthsieve.io.http import HttpClient, HttpConfig, HttpResult
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
-from synthsieve.transforms.fetch_http import HttpClient, HttpConfig, HttpResult
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -91,7 +91,7 @@ class _FetchBatch(beam.DoFn):
         self._run_id = run_id
         self._max_bytes = max_bytes
         self._http = http
-        self._bytes_read = Metrics.counter("synthsieve", "bytes_read")
+        self._bytes_read = counter(BYTES_READ)
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()

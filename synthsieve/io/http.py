@@ -8,11 +8,8 @@ connection limits (total and per host) hold for the whole process.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,12 +17,13 @@ import aiohttp
 from yarl import URL
 
 from synthsieve import __version__
-from synthsieve.netguard import (
+from synthsieve.io.netguard import (
     ForbiddenAddressError,
     GuardedResolver,
     check_literal,
     find_forbidden,
 )
+from synthsieve.io.retry import Outcome, Retry, RetryPolicy, retry_after_s, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +52,11 @@ class HttpConfig:
     dns_cache_s: int = 60
 
 
-@dataclass
-class HttpResult:
+@dataclass(kw_only=True)
+class HttpResult(Outcome):
     url: str
     data: bytes | None = None
-    status: int | None = None
-    opt_out: bool | None = None
-    attempts: int = 0
-    error_type: str | None = None
-    message: str | None = None
+    opt_out: bool | None = None  # X-Robots-Tag said noai or noimageai
 
 
 def robots_opt_out(header_values: list[str]) -> bool:
@@ -75,29 +69,9 @@ def robots_opt_out(header_values: list[str]) -> bool:
     return False
 
 
-def retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def backoff_delay(attempt: int, retry_after: float | None, base_s: float, max_s: float) -> float:
-    """Seconds to wait before retry `attempt`: the server's Retry-After when it gave one
-    (capped), else exponential backoff with jitter."""
-    if retry_after is not None:
-        return min(retry_after, max_s)
-    return min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
-class _Loop:
-    """One event loop thread per worker process, with one session per HttpConfig.
+class WorkerLoop:
+    """One event loop thread per worker process, with one session per HttpConfig; the
+    vendor API clients (inference/remote) run on the same loop.
 
     `shutdown` closes the sessions and joins the thread. A batch job calls it when its
     pipeline is done, so that no loop, socket or thread of ours is left for interpreter exit
@@ -185,7 +159,7 @@ class _Loop:
 def close_http() -> None:
     """Closes this process's HTTP sessions and stops its event loop thread (a later fetch
     starts a new one)."""
-    _Loop.shutdown()
+    WorkerLoop.shutdown()
 
 
 class Fetcher:
@@ -196,91 +170,74 @@ class Fetcher:
         self._session = session
 
     async def fetch(self, url: str) -> HttpResult:
+        """GETs `url`, following redirects and retrying what is transient; never raises."""
         cfg = self._cfg
         result = HttpResult(url=url)
-        current = url
-        hops = 0
-        while True:
-            result.attempts += 1
-            retry_after: float | None = None
+        # A retry resumes at the last redirect's target; following one is not a retry.
+        state = {"current": url, "hops": 0}
+
+        async def attempt() -> HttpResult:
             try:
-                parsed = URL(current)
-                if parsed.scheme not in ("http", "https") or not parsed.host:
-                    return self._fail(result, "invalid_url", f"cannot fetch {current!r}")
-                check_literal(parsed.host, cfg.allow_private_networks)
-                async with self._session.get(parsed, allow_redirects=False) as resp:
-                    result.status = resp.status
-                    if resp.status in REDIRECTS:
+                while True:
+                    parsed = URL(state["current"])
+                    if parsed.scheme not in ("http", "https") or not parsed.host:
+                        return result.fail("invalid_url", f"cannot fetch {state['current']!r}")
+                    check_literal(parsed.host, cfg.allow_private_networks)
+                    async with self._session.get(parsed, allow_redirects=False) as resp:
+                        result.status = resp.status
+                        if resp.status not in REDIRECTS:
+                            return await self._read(resp, result)
                         location = resp.headers.get("Location")
-                        hops += 1
+                        state["hops"] += 1
                         if not location:
-                            return self._fail(result, "bad_redirect",
-                                              f"HTTP {resp.status} without a Location header")
-                        if hops > cfg.max_redirects:
-                            return self._fail(result, "too_many_redirects",
-                                              f"more than {cfg.max_redirects} redirects")
-                        current = str(parsed.join(URL(location)))
-                        result.attempts -= 1  # following a redirect is not a retry
-                        continue
-                    if resp.status == 429 or resp.status >= 500:
-                        retry_after = retry_after_s(resp.headers.get("Retry-After"))
-                        raise _Retryable(f"HTTP {resp.status}", f"http_{resp.status}")
-                    if resp.status >= 400:
-                        return self._fail(result, f"http_{resp.status}",
-                                          f"HTTP {resp.status} {resp.reason or ''}".strip())
-                    ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-                    if ctype and not ctype.lower().startswith(ACCEPTED_TYPES):
-                        return self._fail(result, "not_an_image_content_type",
-                                          f"Content-Type {ctype!r} is not an image")
-                    if resp.content_length is not None and resp.content_length > cfg.max_bytes:
-                        return self._fail(result, "too_large",
-                                          f"Content-Length {resp.content_length} is over the "
-                                          f"--max-bytes limit of {cfg.max_bytes}")
-                    buf = bytearray()
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        buf += chunk
-                        if len(buf) > cfg.max_bytes:
-                            return self._fail(result, "too_large",
-                                              f"body is over the --max-bytes limit of "
-                                              f"{cfg.max_bytes}; stopped reading")
-                    if not buf:
-                        return self._fail(result, "empty_body", "the response body is empty")
-                    result.data = bytes(buf)
-                    result.opt_out = robots_opt_out(resp.headers.getall("X-Robots-Tag", []))
-                    return result
+                            return result.fail("bad_redirect",
+                                               f"HTTP {resp.status} without a Location header")
+                        if state["hops"] > cfg.max_redirects:
+                            return result.fail("too_many_redirects",
+                                               f"more than {cfg.max_redirects} redirects")
+                        state["current"] = str(parsed.join(URL(location)))
             except ForbiddenAddressError as e:
-                return self._fail(result, "forbidden_address", str(e))
-            except _Retryable as e:
-                error_type, message = e.error_type, str(e)
+                return result.fail("forbidden_address", str(e))
+            except aiohttp.InvalidURL as e:
+                return result.fail("invalid_url", f"invalid URL: {e}")
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 forbidden = find_forbidden(e)
                 if forbidden is not None:
-                    return self._fail(result, "forbidden_address", str(forbidden))
-                if isinstance(e, aiohttp.InvalidURL):
-                    return self._fail(result, "invalid_url", f"invalid URL: {e}")
-                timeout = (isinstance(e, asyncio.TimeoutError)
-                           or "timeout" in type(e).__name__.lower())
-                error_type = "timeout" if timeout else "connection_error"
-                message = f"{type(e).__name__}: {e}".rstrip(": ")
+                    return result.fail("forbidden_address", str(forbidden))
+                raise  # transient: with_retries tries again
             except ValueError as e:
-                return self._fail(result, "invalid_url", f"invalid URL: {e}")
-            if result.attempts > cfg.retries:
-                return self._fail(result, error_type,
-                                  f"{message} (gave up after {result.attempts} attempts)")
-            await asyncio.sleep(backoff_delay(result.attempts, retry_after,
-                                              cfg.backoff_base_s, cfg.backoff_max_s))
+                return result.fail("invalid_url", f"invalid URL: {e}")
 
-    @staticmethod
-    def _fail(result: HttpResult, error_type: str, message: str) -> HttpResult:
-        result.error_type = error_type
-        result.message = message
+        return await with_retries(attempt, result, RetryPolicy(
+            cfg.retries, cfg.backoff_base_s, cfg.backoff_max_s))
+
+    async def _read(self, resp: aiohttp.ClientResponse, result: HttpResult) -> HttpResult:
+        """The body of a final (non-redirect) answer, within the limits."""
+        cfg = self._cfg
+        if resp.status == 429 or resp.status >= 500:
+            raise Retry(f"http_{resp.status}", f"HTTP {resp.status}",
+                        retry_after_s(resp.headers.get("Retry-After")))
+        if resp.status >= 400:
+            return result.fail(f"http_{resp.status}",
+                               f"HTTP {resp.status} {resp.reason or ''}".strip())
+        ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        if ctype and not ctype.lower().startswith(ACCEPTED_TYPES):
+            return result.fail("not_an_image_content_type",
+                               f"Content-Type {ctype!r} is not an image")
+        if resp.content_length is not None and resp.content_length > cfg.max_bytes:
+            return result.fail("too_large", f"Content-Length {resp.content_length} is over "
+                                            f"the --max-bytes limit of {cfg.max_bytes}")
+        buf = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            buf += chunk
+            if len(buf) > cfg.max_bytes:
+                return result.fail("too_large", f"body is over the --max-bytes limit of "
+                                                f"{cfg.max_bytes}; stopped reading")
+        if not buf:
+            return result.fail("empty_body", "the response body is empty")
+        result.data = bytes(buf)
+        result.opt_out = robots_opt_out(resp.headers.getall("X-Robots-Tag", []))
         return result
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, error_type: str):
-        super().__init__(message)
-        self.error_type = error_type
 
 
 class HttpClient:
@@ -290,5 +247,5 @@ class HttpClient:
         self._cfg = cfg
 
     def setup(self) -> None:
-        self.loop = _Loop.get()
-        self.fetcher = Fetcher(self._cfg, _Loop.session(self._cfg))
+        self.loop = WorkerLoop.get()
+        self.fetcher = Fetcher(self._cfg, WorkerLoop.session(self._cfg))

@@ -1,4 +1,5 @@
-"""Which Beam runner a job gets when the user names none (or names the DirectRunner).
+"""Which Beam runner a job gets when the user names none (or names the DirectRunner), and
+how many model sessions share one machine.
 
 Beam 2.77's DirectRunner first tries the Prism runner, which downloads its binary from
 GitHub at run time: a network call the product must never make, and, where the network
@@ -6,14 +7,14 @@ exists, a different runner from the one the tests cover. So the local runner is 
 here, as the DirectRunner would after Prism: the FnApiRunner for batch jobs (it honours
 --direct_num_workers and --direct_running_mode), the bundle-based DirectRunner for
 streaming (the only one that reads Pub/Sub in-process). `--runner DaskRunner` gets
-synthsieve's own Dask runner (pipelines/dask_runner.py), which fixes what Beam's loses.
+synthsieve's own Dask runner (runners/dask_runner.py), which fixes what Beam's loses.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 LOCAL_RUNNER_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner",
                       "BundleBasedDirectRunner")
@@ -62,7 +63,7 @@ def local_runner(options: PipelineOptions) -> Any:
     """The runner object to pass to beam.Pipeline, or None for a runner the user chose."""
     if names_dask(options):
         try:
-            from synthsieve.pipelines.dask_runner import DaskRunner
+            from synthsieve.runners.dask_runner import DaskRunner
         except ImportError as e:
             raise RunnerUnavailable(
                 f"--runner DaskRunner needs dask and distributed ({e}): "
@@ -78,3 +79,48 @@ def local_runner(options: PipelineOptions) -> Any:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     return FnApiRunner()
+
+
+class UnsafeRunnerMode(ValueError):
+    """A local runner setting that is known to lose data."""
+
+
+def with_local_defaults(pipeline_args: list[str]) -> list[str]:
+    """Beam arguments for a batch job, refusing the FnApiRunner's multi_threading mode.
+
+    In Beam 2.77 that mode (the in-process gRPC data plane) loses elements, or decodes
+    garbage and grows without bound, once one bundle sends more than the data channel's
+    10 MB flush size across a stage boundary: a manifest of 100,000 references is enough.
+    bench/fnapi_data_loss.py reproduces it with Beam alone; the in-memory mode (one worker,
+    the default here) and multi_processing are exact. So a local batch job runs one
+    in-memory worker, whose ONNX Runtime session uses every core, unless the user asks for
+    --direct_running_mode multi_processing.
+
+    Raises:
+      UnsafeRunnerMode: for --direct_running_mode multi_threading on a local runner.
+    """
+    args = list(pipeline_args)
+    options = PipelineOptions(args)
+    if not is_local(options):
+        return args
+    mode = options.view_as(DirectOptions).direct_running_mode
+    if mode == "multi_threading":
+        raise UnsafeRunnerMode(
+            "--direct_running_mode multi_threading loses data in Beam 2.77 once a bundle "
+            "passes 10 MB between stages (bench/fnapi_data_loss.py); use multi_processing "
+            "for several local workers")
+    return args
+
+
+def workers_per_machine(options: PipelineOptions) -> int:
+    """How many workers share this machine's cores: the local Dask cluster's worker
+    threads, else --direct_num_workers (1 on other runners, whose machines are not known
+    here)."""
+    if names_dask(options):
+        from synthsieve.runners.dask_runner import local_cluster_size, starts_local_cluster
+
+        if starts_local_cluster(options):
+            workers, threads = local_cluster_size(options)
+            return workers * threads
+    direct = options.view_as(DirectOptions)
+    return max(1, int(direct.direct_num_workers or 1))

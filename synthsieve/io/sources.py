@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from synthsieve.elements import ERRORS, ImageRef
-from synthsieve.filesystems import is_remote, use_gcs_emulator_credentials
+from synthsieve.io.filesystems import is_remote, use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")

@@ -1,7 +1,9 @@
 """Tells whoever is listening in this process which image_ids a writer has committed.
 
+The sinks announce here; runner infrastructure listens (it depends on io, never the reverse).
+
 The streaming job on an in-process runner acknowledges a Pub/Sub message only after the row
-it became is durably written (pipelines/relay.py). The writer runs in the same process as the
+it became is durably written (runners/relay.py). The writer runs in the same process as the
 job's driver there, so the news travels through this registry, keyed by run_id. On a
 distributed runner nobody listens and `committed` does nothing; Dataflow's own Pub/Sub
 source acknowledges after its commit.

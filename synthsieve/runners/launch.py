@@ -1,6 +1,7 @@
 """The command line that runs a synthsieve job on a cluster runner, checked before any
 cloud call: Dataflow (GPU workers on a custom container), Flink and Spark (portable runner,
-the same container as the SDK harness). `synthsieve launch-command` prints it.
+the same container as the SDK harness). `synthsieve launch-command` (cli/launch.py)
+prints it.
 
 The options are Beam's own; this module only assembles them from a few choices and
 refuses the combinations that would fail minutes later on a worker (local paths that
@@ -10,13 +11,9 @@ workers cannot see, a GPU backend without accelerators, a missing temp location)
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
-from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-from synthsieve.inference.gpu import GPU_BACKENDS
 
 RUNNERS = ("dataflow", "flink", "spark")
 REMOTE_SCHEMES = ("gs://", "s3://", "http://", "https://")
@@ -78,30 +75,26 @@ def runner_options(t: Target) -> list[str]:
     return args
 
 
-def _job_paths(job: list[str]) -> tuple[str, list[str], dict[str, Any]]:
-    from synthsieve.cli import build_parser
+def check_target(t: Target, command: str, paths: list[str],
+                 gpu_backend: str | None = None) -> PipelineOptions:
+    """Refuses a launch that would fail on the cluster.
 
-    args, rest = build_parser().parse_known_args(job)
-    stray = [a for a in rest if not a.startswith("--")]
-    if stray:  # --options are Beam's and go through; anything else is a mistake
-        raise LaunchError(f"unrecognized synthsieve arguments: {' '.join(stray)}")
-    if args.command not in ("audit", "stream", "scrub", "eval"):
-        raise LaunchError(f"{args.command} does not run on a cluster runner")
-    paths = list(getattr(args, "sources", []) or [])
-    for name in ("out", "manifest", "audit_dir"):
-        if getattr(args, name, None):
-            paths.append(getattr(args, name))
-    return args.command, paths, vars(args)
+    Args:
+      t: the cluster runner and its settings.
+      command: the synthsieve job (audit, stream, scrub or eval).
+      paths: every input and output path the job names.
+      gpu_backend: the job's --backend when it runs on a GPU (it needs GPU workers).
 
+    Returns:
+      The runner's PipelineOptions, as the job will get them.
 
-def check(t: Target, job: list[str]) -> PipelineOptions:
-    """Refuses a launch that would fail on the cluster; returns the parsed options."""
-    command, paths, job_args = _job_paths(job)
+    Raises:
+      LaunchError: with the one reason the launch would fail.
+    """
     local = [p for p in paths if not p.startswith(REMOTE_SCHEMES)]
     if local:
         raise LaunchError(f"workers cannot read local paths: {', '.join(local)} "
                           "(use gs:// or s3://)")
-    backend = job_args.get("backend")
     if t.runner == "dataflow":
         missing = [n for n in ("project", "region", "temp_location") if not getattr(t, n)]
         if missing:
@@ -109,8 +102,8 @@ def check(t: Target, job: list[str]) -> PipelineOptions:
         if not GCS_BUCKET.match(str(t.temp_location)):
             raise LaunchError(f"Dataflow's temp location must be gs://BUCKET/... with a valid "
                               f"bucket name, not {t.temp_location}")
-        if backend in GPU_BACKENDS and not t.gpu_type:
-            raise LaunchError(f"--backend {backend} needs GPU workers (--gpu-type)")
+        if gpu_backend and not t.gpu_type:
+            raise LaunchError(f"--backend {gpu_backend} needs GPU workers (--gpu-type)")
         if t.gpu_type and t.gpu_count < 1:
             raise LaunchError("--gpu-count must be at least 1")
         from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
@@ -128,12 +121,3 @@ def check(t: Target, job: list[str]) -> PipelineOptions:
     if command == "stream":
         options.view_as(StandardOptions).streaming = True
     return options
-
-
-def launch_command(t: Target, job: list[str]) -> list[str]:
-    check(t, job)
-    return ["synthsieve", *job, *runner_options(t)]
-
-
-def render(command: list[str]) -> str:
-    return " ".join(shlex.quote(part) for part in command)

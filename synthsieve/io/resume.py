@@ -13,14 +13,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
-from apache_beam.metrics import Metrics
 
-from synthsieve.transforms.sinks import ERRORS_DIR, SCORES_DIR
+from synthsieve.counters import RESUME_SKIPPED, counter
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 
 
 class _KeepNew(beam.DoFn):
     def __init__(self):
-        self._skipped = Metrics.counter("synthsieve", "resume_skipped")
+        self._skipped = counter(RESUME_SKIPPED)
 
     def process(self, joined: tuple[str, dict[str, list]]) -> Iterable[Any]:
         _, parts = joined

@@ -15,19 +15,20 @@ from typing import Any
 
 import apache_beam as beam
 
+from synthsieve.counters import INPUTS, counter
 from synthsieve.elements import ERRORS, ImageRef
-from synthsieve.filesystems import is_remote
-from synthsieve.schema import STAGE_READ, error_row
-from synthsieve.transforms.sources import (
+from synthsieve.io.filesystems import is_remote
+from synthsieve.io.sources import (
     image_id_for,
     outside_local_roots,
     resolve_roots,
     validate_uri,
 )
+from synthsieve.schema import STAGE_READ, error_row
 
 FINALIZE = "OBJECT_FINALIZE"
 MAX_DATA_BYTES = 8192
-# set by pipelines/relay.py on the messages it forwards: the id the message had when published
+# set by runners/relay.py on the messages it forwards: the id the message had when published
 MESSAGE_ID_ATTRIBUTE = "synthsieve_message_id"
 
 
@@ -99,7 +100,7 @@ class _Parse(beam.DoFn):
     def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
         self._run_id = run_id
         self._local_roots = resolve_roots(local_roots)
-        self._inputs = beam.metrics.Metrics.counter("synthsieve", "inputs")
+        self._inputs = counter(INPUTS)
 
     def process(self, message: Any) -> Iterable[Any]:
         self._inputs.inc()

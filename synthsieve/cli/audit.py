@@ -1,0 +1,166 @@
+"""`synthsieve audit`: score every image of directories, globs or manifests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from synthsieve.cli.args import (
+    VENDOR_BACKENDS,
+    api_arguments,
+    api_config,
+    batch_size,
+    http_arguments,
+    http_config,
+    local_roots,
+    model_and_provenance,
+    out_dir_problem,
+    positive_int,
+    provenance_arguments,
+    rate,
+    scoring_arguments,
+)
+
+EXIT_CODES = """exit codes (audit):
+  0  done: every input is a scores or errors row, error rate within --max-error-rate
+  1  rows lost: inputs != scores + errors on disk (see summary.json)
+  2  usage error (one line on stderr)
+  3  the vendor API refused the key or its configuration (401/403, or every first
+     request failed the same way, e.g. 404 from a wrong --api-url)
+  4  every input failed, or errors / inputs above --max-error-rate
+  5  count unknown: the runner's counters could not be read (accounted_for null)"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser(
+        "audit",
+        help="score every image of directories, globs or manifests and write Parquet tables",
+        description=textwrap.fill(
+            "Score images for being AI-generated. SOURCE is a directory (recursive), a glob, "
+            "or a manifest (.csv, .jsonl, .parquet) with a `uri` or `url` column, an optional "
+            "`id` column and other columns carried into `extra`. Any other --option is passed "
+            "to Apache Beam (e.g. --direct_num_workers 2 --direct_running_mode "
+            "multi_processing, or --runner DaskRunner [--dask_client_address ADDR] with the "
+            "dask extra)."
+        ),
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a.add_argument("sources", nargs="+", metavar="SOURCE")
+    a.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory: scores/, errors/ and summary.json go here")
+    scoring_arguments(a)
+    a.add_argument("--commit-every", type=positive_int, default=5000, metavar="N",
+                   help="commit a Parquet shard every N rows per worker (default 5000), so a "
+                        "run that dies keeps what it did and --resume does only the rest")
+    a.add_argument("--resume", action="store_true",
+                   help="skip inputs whose image_id already has a row in DIR (any earlier run)")
+    a.add_argument("--local-root", action="append", default=None, metavar="DIR",
+                   help="local files a manifest names must lie under DIR (repeatable; after "
+                        "`..` and symbolic links are resolved): for manifests from others. "
+                        "Manifests in buckets or on the web may never name local files")
+    a.add_argument("--max-error-rate", type=rate, default=None, metavar="R",
+                   help="exit 4 when error rows / inputs is above R (0..1; unset by default: "
+                        "only a run in which every input failed exits 4)")
+    http_arguments(a)
+    api_arguments(a)
+    provenance_arguments(a)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.io.sources import (
+        SourceError,
+        check_manifest,
+        classify_source,
+        lists_nothing,
+    )
+    from synthsieve.pipelines.audit import AuditConfig, run_audit
+
+    try:
+        for s in args.sources:
+            kind, pattern = classify_source(s)
+            if kind == "manifest" and "://" not in pattern and Path(pattern).is_file():
+                check_manifest(pattern)
+            elif kind == "files" and "://" not in pattern and lists_nothing(pattern):
+                raise SourceError(f"{s} lists no file")
+    except SourceError as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    problem = out_dir_problem(args.out)
+    if problem:
+        print(f"synthsieve audit: {problem}", file=sys.stderr)
+        return 2
+    loaded = model_and_provenance("audit", args, beam_args)
+    if loaded is None:
+        return 2
+    provenance = loaded[1]
+    try:
+        api = api_config(args)
+    except ValueError as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    cfg = AuditConfig(
+        sources=list(args.sources), out_dir=args.out, model_dir=args.model,
+        batch_size=batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
+        decode_timeout_s=args.decode_timeout,
+        local_roots=local_roots(args),
+        intra_op_threads=args.ort_threads, http=http_config(args), resume=args.resume,
+        backend=args.backend, commit_rows=args.commit_every,
+        api=api, dry_run=args.dry_run, provenance=provenance,
+    )
+    if args.dry_run and args.backend not in VENDOR_BACKENDS:
+        print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
+              file=sys.stderr)
+        return 2
+    if args.run_id:
+        cfg.run_id = args.run_id
+    from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
+    from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode
+
+    try:
+        summary = run_audit(cfg, beam_args)
+    except ApiKeyMissing as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    except ApiAuthError as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 3
+    except (RunnerUnavailable, UnsafeRunnerMode) as e:
+        print(f"synthsieve audit: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    if summary.get("dry_run"):
+        return 0
+    return audit_exit_code(summary, args.max_error_rate)
+
+
+def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
+    """The exit code a scheduler reads (README, "Exit codes"); says why on stderr."""
+    for e in summary.get("top_errors", []):
+        print(f"synthsieve audit: {e['count']} x {e['stage']}/{e['error_type']}: "
+              f"{e['message']}", file=sys.stderr)
+    if summary["accounted_for"] is None:
+        print("synthsieve audit: the runner's counters could not be read, so whether every "
+              "input got a row is unknown (summary.json: accounted_for null)", file=sys.stderr)
+        return 5
+    if not summary["accounted_for"]:
+        print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
+        return 1
+    inputs, errors = summary["inputs"], summary["errors"]
+    if inputs == 0 and summary.get("skipped_by_resume"):
+        return 0  # --resume found every input already done
+    if inputs == 0:
+        print(f"synthsieve audit: {', '.join(summary['sources'])} listed no input",
+              file=sys.stderr)
+        return 2
+    if errors == inputs:
+        print(f"synthsieve audit: every input failed ({errors} error rows)", file=sys.stderr)
+        return 4
+    if max_error_rate is not None and errors / inputs > max_error_rate:
+        print(f"synthsieve audit: {errors} of {inputs} inputs failed "
+              f"({errors / inputs:.1%}), above --max-error-rate {max_error_rate}",
+              file=sys.stderr)
+        return 4
+    return 0

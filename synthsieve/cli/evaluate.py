@@ -1,0 +1,99 @@
+"""`synthsieve eval`: measure a model on a labelled manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from synthsieve.cli.args import (
+    http_arguments,
+    http_config,
+    positive_float,
+    positive_int,
+    provenance_arguments,
+    provenance_options,
+    refuse,
+)
+from synthsieve.models import DEFAULT_MODEL_DIR
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from synthsieve.evaluation.perturb import CONDITIONS
+
+    e = sub.add_parser(
+        "eval",
+        help="measure a model on a labelled manifest, as-is and after recompression/resizing",
+        description=(
+            "Runs the audit pipeline on a labelled manifest (label ai/real or 1/0) as-is and "
+            "under robustness conditions, and writes DIR/eval.json and DIR/eval.html: "
+            "ROC-AUC, AP, TPR at 1%% and 5%% FPR, accuracy/precision/recall at the model "
+            "card's thresholds, calibration, and breakdowns by generator, format and size. "
+            "The last line printed is the ROC-AUC. Other --options go to Beam."
+        ),
+    )
+    e.add_argument("manifest", metavar="MANIFEST")
+    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
+    e.add_argument("--label-column", default="label")
+    e.add_argument("--group-column", default=None,
+                   help="column naming the generator (or any group) for per-group recall")
+    e.add_argument("--conditions", default=",".join(CONDITIONS),
+                   help=f"comma-separated robustness conditions (default: all of "
+                        f"{', '.join(CONDITIONS)})")
+    e.add_argument("--batch-size", type=positive_int, default=16, metavar="N")
+    e.add_argument("--decode-timeout", type=positive_float, default=60.0, metavar="S",
+                   help="an image whose decode and provenance read take longer becomes a "
+                        "`timeout` error row (default 60 s)")
+    http_arguments(e)
+    provenance_arguments(e)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from synthsieve.inference.spec import ModelSpec, ModelSpecError
+    from synthsieve.io.sources import SourceError, check_manifest, classify_source
+    from synthsieve.pipelines.evaluate import EvalConfig, run_eval
+
+    try:
+        kind, pattern = classify_source(args.manifest)
+        if kind != "manifest":
+            raise SourceError(f"{args.manifest} is not a manifest (.csv, .jsonl, .parquet)")
+        if "://" not in pattern and Path(pattern).is_file():
+            check_manifest(pattern)
+        spec = ModelSpec.load(args.model)
+    except (SourceError, ModelSpecError) as e:
+        print(f"synthsieve eval: {e}", file=sys.stderr)
+        return 2
+    if not Path(spec.model_path).is_file():
+        print(f"synthsieve eval: {spec.model_path} is missing; run `synthsieve fetch-model`",
+              file=sys.stderr)
+        return 2
+    try:
+        provenance = provenance_options(args)
+    except OSError as e:
+        return refuse("eval", f"--c2pa-trust-anchors: {e}")
+    cfg = EvalConfig(manifest=args.manifest, out_dir=args.out, model_dir=args.model,
+                     label_column=args.label_column, group_column=args.group_column,
+                     conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
+                     batch_size=args.batch_size, http=http_config(args),
+                     decode_timeout_s=args.decode_timeout, provenance=provenance)
+    try:
+        report = run_eval(cfg, beam_args)
+    except ValueError as e:
+        print(f"synthsieve eval: {e}", file=sys.stderr)
+        return 2
+    o = report["overall"]
+    print(f"{o['n']} labelled images ({o['n_ai']} AI, {o['n_real']} real), "
+          f"{report['errors']} error rows; report: {args.out}/eval.html")
+    for cond, m in report["robustness"].items():
+        print(f"  {cond:<12} ROC-AUC {m['roc_auc']}  AP {m['average_precision']}  "
+              f"TPR@1%FPR {m['tpr_at_1pct_fpr']}  ECE {m['ece']}  precision {m['precision']}"
+              f"  recall {m['recall']}")
+    print(f"ROC-AUC {o['roc_auc']}")
+    if report["accounted_for"] is None:
+        return refuse("eval", "the runner's counters could not be read, so whether every "
+                      "input got its rows is unknown (eval.json: accounted_for null)", 5)
+    if not report["accounted_for"]:
+        return refuse("eval", f"{report['rows']} rows written where {report['expected_rows']} "
+                      f"were due for {report['inputs']} inputs; see eval.json", 1)
+    return 0
