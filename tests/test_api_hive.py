@@ -66,6 +66,7 @@ def test_hive_scores_map_into_the_schema_and_bad_files_are_never_sent(tmp_path, 
     assert KEY not in caplog.text and KEY not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_every_image_ends_scored_through_429s_5xx_and_malformed_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("HIVE_API_KEY", KEY)
     app = make_app(KEY, Faults(rate_limit_per_s=15, error_rate=0.15, malformed_rate=0.05,

@@ -144,6 +144,7 @@ def test_jsonl_manifest_with_broken_lines_reports_each_line(tmp_path, tiny_model
     assert read_table(out, "scores").num_rows == 1
 
 
+@pytest.mark.slow
 def test_directory_of_1000_files_with_two_worker_processes(tmp_path, tiny_model):
     root = tmp_path / "many"
     jpeg = encode(photo_like(48, 40, seed=11), "JPEG", quality=80)

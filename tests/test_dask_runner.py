@@ -39,6 +39,7 @@ def corpus(tmp_path: Path) -> tuple[Path, int]:
     return root, len(expected) + 240 + 30
 
 
+@pytest.mark.slow
 def test_audit_on_a_two_worker_local_cluster_writes_the_direct_runners_rows(
         tmp_path, corpus, tiny_model):
     root, n = corpus

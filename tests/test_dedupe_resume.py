@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from corpus import encode, photo_like
 from outputs import rows
 from PIL import Image
@@ -88,6 +89,7 @@ def test_resume_does_only_the_rest_and_writes_nothing_twice(tmp_path, tiny_model
     assert len(rows(out, "scores") + rows(out, "errors")) == len(listed)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_every_input_exactly_once(tmp_path, tiny_model):
     """The last images of the manifest are held by the server until the test lets them go,
     so the first run cannot finish before it is killed: the kill is certain, not a race."""

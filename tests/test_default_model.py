@@ -71,6 +71,7 @@ def test_sample_audit_with_the_bundled_model(tmp_path, default_model, capsys):
     assert summary["errors_by_stage"] == {"decode": 2, "read": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_bundled_model_auc_through_the_pipeline_matches_its_card(tmp_path, default_model,
                                                                  shared_data):

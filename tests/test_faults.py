@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 
+import pytest
 from corpus import noise_png
 from faultproxy import FAULTS, FaultPlan, fault_proxy
 from outputs import rows
@@ -25,6 +26,7 @@ KEY = "hive-fault-key-41d0c9b7e2"
 N_S3, N_URL = 1000, 1000
 
 
+@pytest.mark.slow
 def test_2000_images_through_20_percent_faults_each_end_in_exactly_one_row(
         tmp_path, tiny_model, cloud_env, monkeypatch, caplog, capsys):
     monkeypatch.setenv("HIVE_API_KEY", KEY)
@@ -87,3 +89,39 @@ def test_2000_images_through_20_percent_faults_each_end_in_exactly_one_row(
               f"api {dict(api_faults.counts)}; scored {len(scores)}, error rows "
               f"{dict(Counter((r['stage'], r['error_type']) for r in errors))}, "
               f"wall {summary['wall_s']} s")
+
+
+def test_the_url_fetcher_through_the_fault_proxy_gets_every_byte_right_or_says_why():
+    """The fetch policy alone, behind the same faults: each URL ends as its exact bytes or
+    as an error naming what went wrong, and retries absorb nearly every fault."""
+    import asyncio
+
+    from synthsieve.io.http import HttpClient, HttpConfig, close_http
+
+    files = {f"f{i:03d}.png": noise_png(30_000 + i, side=16) for i in range(300)}
+    http = ImageHttpServer(files)
+    cfg = HttpConfig(max_bytes=1 << 20, retries=4, backoff_base_s=0.01,
+                     allow_private_networks=True)
+    with http.running(), fault_proxy(http.base, FaultPlan(seed=4, slow_s=(0.05, 0.2))) \
+            as (url, proxy):
+        client = HttpClient(cfg)
+        client.setup()
+
+        async def fetch_all():
+            return await asyncio.gather(*(client.fetcher.fetch(f"{url}/img/{name}")
+                                          for name in files))
+
+        try:
+            results = asyncio.run_coroutine_threadsafe(fetch_all(), client.loop).result(120)
+        finally:
+            close_http()
+    assert all(proxy.counts[f] > 0 for f in FAULTS), proxy.counts
+    fetched = 0
+    for name, result in zip(files, results, strict=True):
+        if result.error_type is None:
+            assert result.data == files[name] and result.status == 200
+            fetched += 1
+        else:
+            assert result.message and result.attempts == cfg.retries + 1, result
+    assert fetched >= 0.97 * len(files)
+    assert max(r.attempts for r in results) > 1  # faults were met, and retried

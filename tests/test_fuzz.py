@@ -29,6 +29,7 @@ def seeds():
     return seed_files(make_chain())
 
 
+@pytest.mark.slow
 def test_every_mutated_file_ends_as_one_image_or_one_decode_error(seeds, tiny_model):
     decode = _Decode(ModelSpec.load(tiny_model), 100_000_000, "fuzz", ProvenanceOptions())
     decode.setup()

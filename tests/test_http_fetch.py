@@ -77,6 +77,7 @@ def _manifest(tmp_path: Path, urls: list[tuple[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_url_manifest_retries_caps_and_records_status_and_opt_out(tmp_path, tiny_model, server,
                                                                  loopback_only):
     u = server.url

@@ -126,6 +126,7 @@ class _Submitted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_the_printed_gpu_command_builds_its_job_without_the_model_or_tensorrt_here(
         tmp_path, monkeypatch, capsys):
     """The submitting machine has neither the GPU libraries nor the model directory (both

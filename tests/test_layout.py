@@ -133,3 +133,23 @@ def test_lower_layers_do_not_import_higher_ones(layer, forbidden):
     wrong = {(m, t) for m, targets in graph().items() if unit(m) == layer
              for t in targets if unit(t) in forbidden}
     assert wrong == set()
+
+
+def _tests_by_module() -> dict[str, dict[str, bool]]:
+    """test module -> {test function: marked slow}, read from the source."""
+    out = {}
+    for path in sorted((PACKAGE.parent / "tests").glob("test_*.py")):
+        tests = {}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                tests[node.name] = any("slow" in ast.unparse(d) for d in node.decorator_list)
+        out[path.name] = tests
+    return out
+
+
+def test_the_fast_loop_runs_tests_of_every_module_and_most_of_all():
+    modules = _tests_by_module()
+    without_fast = [m for m, tests in modules.items() if all(tests.values())]
+    assert without_fast == []
+    everything = [slow for tests in modules.values() for slow in tests.values()]
+    assert sum(not slow for slow in everything) >= 0.7 * len(everything)

@@ -34,6 +34,7 @@ def _tables(blobs: dict[str, bytes], table: str) -> pa.Table:
     return pa.concat_tables(parts)
 
 
+@pytest.mark.slow
 def test_audit_a_bucket_prefix_and_manifest_on_s3_and_write_back(s3, cloud_env, tiny_model,
                                                                  tmp_path):
     # a readable image on the worker's disk that the bucket's manifest names

@@ -117,6 +117,7 @@ def test_scrub_local_dry_run_then_move_then_rerun_is_idempotent(tmp_path, tiny_m
         "done_before": len(removed)}
 
 
+@pytest.mark.slow
 def test_scrub_copies_removed_objects_to_quarantine_on_s3(tmp_path, monkeypatch, tiny_model):
     for k, v in CLOUD_ENV.items():
         monkeypatch.setenv(k, v)

@@ -80,6 +80,7 @@ def drain(sub, subscription: str) -> list:
                         ack_ids=[m.ack_id for m in batch.received_messages])
 
 
+@pytest.mark.slow
 def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
         tmp_path, pubsub, tiny_model):
     pub, sub, names = pubsub
@@ -137,6 +138,7 @@ def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
     assert all(r["extra"] is None or "pubsub_message_id" in dict(r["extra"]) for r in scores)
 
 
+@pytest.mark.slow
 def test_stream_command_runs_for_a_while_and_writes_what_it_read(tmp_path, pubsub, tiny_model,
                                                                  capsys):
     from synthsieve.cli import main
@@ -157,6 +159,7 @@ def test_stream_command_runs_for_a_while_and_writes_what_it_read(tmp_path, pubsu
     assert main(["-q", "stream", "--subscription", "nope", "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_a_restart_loses_nothing_published_while_the_job_was_down(tmp_path, pubsub,
                                                                    tiny_model):
     """Stop the job once what it pulled is written, publish while it is down, restart: the
@@ -214,6 +217,7 @@ def _uris_written(out: Path) -> list[str]:
     return [r["uri"] for r in read_rows(out, "scores") + read_rows(out, "errors")]
 
 
+@pytest.mark.slow
 def test_a_stop_mid_stream_writes_what_was_in_flight_before_it_ends(tmp_path, pubsub,
                                                                      tiny_model):
     """Publishing goes on while the job stops: what it had pulled, still waiting in an open
@@ -250,6 +254,7 @@ def test_a_stop_mid_stream_writes_what_was_in_flight_before_it_ends(tmp_path, pu
     assert len({r["run_id"] for r in read_rows(out, "scores")}) == 2
 
 
+@pytest.mark.slow
 def test_a_job_killed_mid_stream_loses_nothing_on_restart(tmp_path, pubsub, tiny_model):
     """kill -9 with messages in flight: nothing it pulled was acknowledged before its row
     was written, so Pub/Sub delivers the rest again (within the lease) to the next run."""
@@ -339,6 +344,7 @@ def _running_stream(tmp_path: Path, pubsub, tiny_model, seed: int, *extra: str):
             job.kill()
 
 
+@pytest.mark.slow
 def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path, pubsub,
                                                                       pubsub_emulator,
                                                                       tiny_model):
@@ -359,6 +365,7 @@ def test_a_stream_whose_pubsub_goes_away_exits_nonzero_in_bounded_time(tmp_path,
     assert "Traceback" not in err, err[-3000:]
 
 
+@pytest.mark.slow
 def test_ctrl_c_drains_like_sigterm_and_says_so(tmp_path, pubsub, tiny_model):
     with _running_stream(tmp_path, pubsub, tiny_model, 800) as job:
         job.send_signal(signal.SIGINT)
