@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+__all__ = ["ERRORS", "FetchedImage", "ImageInfo", "ImageRef"]
+
 # The tagged output every transform sends its error rows to.
 ERRORS = "errors"
 

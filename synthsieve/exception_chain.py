@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+__all__ = ["causes"]
+
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
     """exc, then every exception it wraps, each once."""

@@ -14,6 +14,11 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "DecodeError", "Decoded", "decode_image", "to_rgb",
+    "without_png_text",
+]
+
 DEFAULT_MAX_PIXELS = 100_000_000
 _BACKGROUND = (255, 255, 255)
 

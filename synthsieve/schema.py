@@ -1,7 +1,7 @@
 """The output tables and the source taxonomy, defined once.
 
-Every writer, reader and test takes column names and types from here; DESIGN.md documents
-the same contract for people.
+Every writer, reader and test takes column names and types from here; docs/output.md and
+docs/taxonomy.md document the same contract for people.
 """
 
 from __future__ import annotations
@@ -10,6 +10,15 @@ import datetime as _dt
 from typing import Any
 
 import pyarrow as pa
+
+__all__ = [
+    "BYTES_COLUMNS", "C2PA_TYPE", "ERRORS_SCHEMA", "EXIF_TYPE", "GENERATION_PARAMS_TYPE",
+    "INPUT_COLUMNS", "SCORES_SCHEMA", "SOURCE_CLASSES", "SOURCE_INCONCLUSIVE", "SOURCE_NONE",
+    "SOURCE_OTHER", "SOURCE_SET", "STAGES", "STAGE_API", "STAGE_DECODE", "STAGE_FETCH",
+    "STAGE_INFERENCE", "STAGE_READ", "VERDICTS", "VERDICT_AI", "VERDICT_INCONCLUSIVE",
+    "VERDICT_NOT_AI", "WATERMARK_TYPE", "XMP_TYPE", "canonical_source", "empty_score_row",
+    "error_row", "now_utc",
+]
 
 # Hive's documented source head class names, the canonical taxonomy. Video-only classes are
 # kept so that a vendor response naming one maps onto itself instead of being lost.

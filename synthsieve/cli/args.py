@@ -16,6 +16,14 @@ from synthsieve.models import DEFAULT_MODEL_DIR
 if TYPE_CHECKING:
     from synthsieve.provenance import ProvenanceOptions
 
+__all__ = [
+    "API_BATCH", "LOCAL_BATCH", "VENDOR_BACKENDS", "OneLineParser", "api_arguments",
+    "api_config", "batch_size", "http_arguments", "http_config", "local_roots",
+    "model_and_provenance", "non_negative_int", "number", "out_dir_problem", "positive_float",
+    "positive_int", "provenance_arguments", "provenance_options", "rate", "refuse",
+    "scoring_arguments",
+]
+
 
 def refuse(command: str, message: str, code: int = 2) -> int:
     """Prints the one line a user mistake gets and returns its exit code."""

@@ -24,6 +24,8 @@ from synthsieve.cli.args import (
     scoring_arguments,
 )
 
+__all__ = ["EXIT_CODES", "add_parser", "audit_exit_code", "run"]
+
 EXIT_CODES = """exit codes (audit):
   0  done: every input is a scores or errors row, error rate within --max-error-rate
   1  rows lost: inputs != scores + errors on disk (see summary.json)

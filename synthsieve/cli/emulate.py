@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("emulate", help="run a local emulator of a vendor API or of Pub/Sub "

@@ -17,6 +17,8 @@ from synthsieve.cli.args import (
 )
 from synthsieve.models import DEFAULT_MODEL_DIR
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from synthsieve.evaluation.perturb import CONDITIONS

@@ -11,6 +11,8 @@ import typing as t
 from synthsieve.cli import audit, emulate, evaluate, launch, models, report, scrub, stream
 from synthsieve.cli.args import OneLineParser, refuse
 
+__all__ = ["JOBS", "TOOLS", "build_parser", "console_main", "main"]
+
 
 class _DropKnownNoise(logging.Filter):
     """Beam logs these at WARNING on every start; they say nothing about the run."""

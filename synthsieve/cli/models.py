@@ -10,6 +10,11 @@ from pathlib import Path
 from synthsieve.cli.args import positive_int
 from synthsieve.models import DEFAULT_MODEL_DIR
 
+__all__ = [
+    "add_build_engine_parser", "add_fetch_model_parser", "add_import_model_parser",
+    "run_build_engine", "run_fetch_model", "run_import_model",
+]
+
 
 def add_fetch_model_parser(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(

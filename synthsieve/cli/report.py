@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(

@@ -20,6 +20,8 @@ from synthsieve.cli.args import (
     scoring_arguments,
 )
 
+__all__ = ["add_parser", "pubsub_name_problem", "run"]
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(

@@ -15,6 +15,11 @@ from PIL import Image
 
 from synthsieve.schema import SOURCE_CLASSES
 
+__all__ = [
+    "GENERATORS", "HOST", "STATS", "FaultGate", "Faults", "expected_scores", "image_facts",
+    "run",
+]
+
 HOST = "127.0.0.1"
 STATS = web.AppKey("stats", dict)
 # The generators an emulator attributes images to (video-only and non-answers left out).

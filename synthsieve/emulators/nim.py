@@ -1,4 +1,4 @@
-"""A local stand-in for NVIDIA NIM's hosted Hive detector (seeds 000 and 003).
+"""A local stand-in for NVIDIA NIM's hosted Hive detector.
 
 Invoke: POST /v1/cv/hive/ai-generated-image-detection, `Authorization: Bearer KEY`, JSON
 {"input": ["data:image/png;base64,..."]} with the base64 under 180,000 characters, or
@@ -17,6 +17,11 @@ import uuid
 from aiohttp import web
 
 from synthsieve.emulators.common import STATS, FaultGate, Faults, expected_scores, image_facts
+
+__all__ = [
+    "ASSETS", "ASSETS_PATH", "FORMATS", "INLINE_LIMIT", "INVOKE_PATH", "make_app",
+    "nim_response",
+]
 
 INVOKE_PATH = "/v1/cv/hive/ai-generated-image-detection"
 ASSETS_PATH = "/v2/nvcf/assets"

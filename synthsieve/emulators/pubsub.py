@@ -34,6 +34,8 @@ from google.pubsub_v1.types import pubsub as t
 
 from synthsieve.emulators.common import HOST
 
+__all__ = ["DEFAULT_ACK_DEADLINE_S", "PULL_WAIT_S", "PubSubEmulator", "PubSubState"]
+
 log = logging.getLogger("synthsieve.pubsub")
 
 PULL_WAIT_S = 5.0  # how long an empty Pull waits for a message before answering empty

@@ -1,4 +1,4 @@
-"""A local stand-in for Sightengine's `genai` model (seeds 002 and 004).
+"""A local stand-in for Sightengine's `genai` model.
 
 POST /1.0/check.json as multipart (media, models=genai, api_user, api_secret), or GET with
 url=... (the emulator fetches only URLs on 127.0.0.1). Answer: {"status": "success",
@@ -15,6 +15,8 @@ import aiohttp
 from aiohttp import web
 
 from synthsieve.emulators.common import STATS, FaultGate, Faults, expected_scores, image_facts
+
+__all__ = ["PATH", "failure", "make_app"]
 
 PATH = "/1.0/check.json"
 

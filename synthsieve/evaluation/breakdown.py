@@ -18,6 +18,8 @@ import numpy as np
 from synthsieve.evaluation import metrics
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
 
+__all__ = ["CONFOUND_AUC", "WORST_PER_CLASS", "Labelled", "by_group", "confounds", "worst"]
+
 # A format or size that alone predicts the label this well makes the manifest's metrics
 # measure the file, not the image (ROC-AUC of the attribute as a score, either direction).
 CONFOUND_AUC = 0.75

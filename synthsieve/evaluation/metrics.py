@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "average_precision", "expected_calibration_error", "reliability", "roc_auc", "roc_curve",
+    "summary", "tpr_at_fpr", "verdict_counts",
+]
+
 
 def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y, dtype=np.int64).reshape(-1)

@@ -14,6 +14,10 @@ from PIL import Image, ImageOps
 
 from synthsieve.images import to_rgb
 
+__all__ = [
+    "AS_IS", "CONDITIONS", "center_crop", "half", "jpeg75", "jpeg75_half", "png_to_jpeg",
+]
+
 AS_IS = "as_is"
 
 

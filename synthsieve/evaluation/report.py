@@ -7,6 +7,11 @@ import html
 import io
 from typing import Any
 
+__all__ = [
+    "GROUP_COLUMNS", "METRIC_COLUMNS", "THUMBNAIL_PX", "png_data_uri", "thumbnail_data_uri",
+    "write_html",
+]
+
 METRIC_COLUMNS = (
     ("n", "n"), ("n_ai", "AI"), ("n_real", "real"), ("roc_auc", "ROC-AUC"),
     ("average_precision", "AP"), ("tpr_at_1pct_fpr", "TPR@1%FPR"),

@@ -6,6 +6,8 @@ import importlib.util
 
 from synthsieve.inference.spec import ModelSpec
 
+__all__ = ["GPU_BACKENDS", "gpu_backend_problem"]
+
 GPU_BACKENDS = ("onnx-cuda", "tensorrt")
 
 

@@ -22,6 +22,11 @@ import numpy as np
 
 from synthsieve.schema import SOURCE_NONE, SOURCE_OTHER, canonical_source
 
+__all__ = [
+    "GENERIC_AI_NAMES", "OUTPUT_KINDS", "REAL_NAMES", "TORCH_SUFFIXES", "ImportModelError",
+    "import_model", "load_config", "sample_images", "validate",
+]
+
 OUTPUT_KINDS = ("probability", "logit", "softmax", "probabilities")
 REAL_NAMES = {"real", "human", "authentic", "not_ai_generated", "natural", "none"}
 GENERIC_AI_NAMES = {"ai", "fake", "generated", "synthetic", "ai_generated"}

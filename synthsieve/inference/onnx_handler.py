@@ -21,6 +21,10 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from synthsieve.inference.spec import ModelSpec
 
+__all__ = [
+    "LoadedModel", "ModelFileMissing", "OnnxImageModelHandler", "default_intra_op_threads",
+]
+
 
 class ModelFileMissing(FileNotFoundError):
     pass
@@ -75,6 +79,14 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
         intra_op_threads: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ):
+        """
+        Args:
+          spec: the model (its file, input and outputs, from model.json).
+          batch_size: images per inference call; a model that is not batch-invariant still
+            runs them one at a time.
+          intra_op_threads: ONNX Runtime threads per session (default: its own choice).
+          providers: ONNX Runtime execution providers, in order of preference.
+        """
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         # Travels with the pickled handler, so the copies a runner makes of it find the
         # models this handler's pipeline loaded in this process.

@@ -15,6 +15,11 @@ from synthsieve.schema import (
     VERDICT_NOT_AI,
 )
 
+__all__ = [
+    "NOT_GENERATORS", "OUT_OF_DISTRIBUTION", "check_probability", "interpret",
+    "verdict_columns", "verdict_for",
+]
+
 # The warning a scores row carries when the model abstained because the image lies far from
 # its training data.
 OUT_OF_DISTRIBUTION = "out_of_distribution"

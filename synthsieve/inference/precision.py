@@ -24,6 +24,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+__all__ = [
+    "FP16_KEEP_FLOAT32", "PrecisionError", "dequantize_dynamic", "float_graph", "to_fp16",
+    "unsigned_weights",
+]
+
 # Kept in float32 under --fp16: LayerNorm's variance (Pow, ReduceMean) and the final L2 norm
 # overflow or lose too much in half precision, and the activation rounding (Div, Round,
 # Clip, ReduceMax/Min, Max, Min, Neg) must be exact to match the CPU model. The matrix
@@ -66,8 +71,8 @@ def unsigned_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
     The values are identical, but ONNX Runtime's x86 kernels differ: for UINT8 activations
     times INT8 weights an AVX2 CPU without VNNI adds pairs of products in saturating 16-bit
-    lanes (vpmaddubsw), so its results depend on the CPU (measured here: every element of a
-    768-deep product off, by up to 24% of its range). UINT8 x UINT8 is widened first and
+    lanes (vpmaddubsw), so its results depend on the CPU (a deep product can be far off
+    its exact value). UINT8 x UINT8 is widened first and
     exact, so the model computes the ONNX definition on every CPU and on GPUs alike."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     inits = {i.name: i for i in model.graph.initializer}

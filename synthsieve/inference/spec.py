@@ -16,6 +16,8 @@ from PIL import Image
 
 from synthsieve.schema import SOURCE_SET
 
+__all__ = ["ModelSpec", "ModelSpecError", "WorkerModelSpec", "load_spec"]
+
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,6 +32,24 @@ class ModelSpecError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model directory's model.json, checked (docs/model-contract.md lists every key).
+
+    Load it with ModelSpec.load(DIR); from_dict raises ModelSpecError for a model.json that
+    is incomplete or inconsistent.
+
+    Attributes:
+      name, version: the model's id, `name@version` (`model_id`).
+      model_dir, file: where the network is (`model_path`).
+      input_name, height, width, layout, dtype: the graph's input.
+      resize, resample, crop, scale, mean, std, shorter_side_max: how an RGB image becomes
+        that input (`to_uint8`, then `normalize_batch`).
+      ai_output, source_output, ood_output: the outputs read per image.
+      source_classes: taxonomy labels of the source head, in its order.
+      threshold_ai, threshold_not_ai, threshold_ood: the verdict thresholds.
+      batch_invariant: False when an image's output depends on its batch neighbours.
+      raw: model.json as read, for what the pipeline does not interpret.
+    """
+
     name: str
     version: str
     model_dir: str

@@ -25,6 +25,11 @@ import onnx
 from synthsieve.inference.precision import float_graph
 from synthsieve.inference.spec import ModelSpec
 
+__all__ = [
+    "FLOAT_FILE", "PLAN_FILE", "EngineBuildError", "EngineInfo", "build_engine_dir",
+    "build_plan", "gpu_name",
+]
+
 FLOAT_FILE = "model.float.onnx"
 PLAN_FILE = "model.plan"
 

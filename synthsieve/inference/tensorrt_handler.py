@@ -20,6 +20,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from synthsieve.inference.spec import ModelSpec, WorkerModelSpec
 
+__all__ = ["EngineMismatch", "TensorRTEngine", "TensorRTImageModelHandler"]
+
 
 class EngineMismatch(RuntimeError):
     pass
@@ -119,9 +121,24 @@ def _max_batch(spec: ModelSpec | WorkerModelSpec) -> int:
 
 
 class TensorRTImageModelHandler(ModelHandler[np.ndarray, PredictionResult, TensorRTEngine]):
+    """Runs batches of HWC uint8 images through a TensorRT engine on the worker's GPU.
+
+    RunInference keeps one engine per worker process; its calls are serialised, and the
+    batch size is fixed to one the engine's optimisation profile covers.
+    """
+
     backend_name = "tensorrt"
 
     def __init__(self, spec: ModelSpec | WorkerModelSpec, *, batch_size: int | None = None):
+        """
+        Args:
+          spec: the model directory from `synthsieve build-engine` (model.plan), or a
+            WorkerModelSpec when only the workers can read it.
+          batch_size: images per engine call, at most the engine's max batch (default: that).
+
+        Raises:
+          ValueError: no batch size for a model only the workers can read.
+        """
         if isinstance(spec, WorkerModelSpec):  # the engine is only on the workers
             if not batch_size:
                 raise ValueError(f"--model {spec.model_dir} is read on the workers: give "

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+__all__ = ["committed", "listening"]
+
 Listener = Callable[[list[str]], None]
 
 _lock = threading.Lock()

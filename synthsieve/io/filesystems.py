@@ -16,6 +16,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
+__all__ = ["configure", "is_remote", "open_for_read", "use_gcs_emulator_credentials"]
+
 log = logging.getLogger("synthsieve.io.filesystems")
 
 
@@ -60,9 +62,9 @@ def _s3io() -> Any:
     """One S3IO (so one boto3 client) per process and set of S3 options.
 
     Beam's S3FileSystem builds a new boto3 session and client for every open: botocore loads
-    and parses the S3 service model each time, 0.25-0.4 s per open here, which capped S3 reads at
-    2.3 objects/s here (200 small objects from moto_server in 88 s). A boto3 client is
-    thread-safe once made, so the worker's read threads share one.
+    and parses the S3 service model each time, which costs more than reading a small object
+    (bench/object_store.py measures both ways). A boto3 client is thread-safe once made, so
+    the worker's read threads share one.
     """
     from apache_beam.io.aws import s3io
 

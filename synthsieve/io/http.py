@@ -25,6 +25,11 @@ from synthsieve.io.netguard import (
 )
 from synthsieve.io.retry import Outcome, Retry, RetryPolicy, retry_after_s, with_retries
 
+__all__ = [
+    "ACCEPTED_TYPES", "REDIRECTS", "USER_AGENT", "Fetcher", "HttpClient", "HttpConfig",
+    "HttpResult", "WorkerLoop", "close_http", "robots_opt_out",
+]
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = (f"synthsieve/{__version__} (AI-generated image audit; "

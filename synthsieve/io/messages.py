@@ -26,6 +26,10 @@ from synthsieve.io.sources import (
 )
 from synthsieve.schema import STAGE_READ, error_row
 
+__all__ = [
+    "FINALIZE", "MAX_DATA_BYTES", "MESSAGE_ID_ATTRIBUTE", "ParseMessages", "parse_message",
+]
+
 FINALIZE = "OBJECT_FINALIZE"
 MAX_DATA_BYTES = 8192
 # set by runners/relay.py on the messages it forwards: the id the message had when published
@@ -127,6 +131,11 @@ class ParseMessages(beam.PTransform):
     message naming a local file outside them is a `forbidden_path` error row."""
 
     def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
+        """
+        Args:
+          run_id: the run the error rows belong to.
+          local_roots: when given, the only directories a message may name local files in.
+        """
         super().__init__()
         self._run_id = run_id
         self._local_roots = local_roots

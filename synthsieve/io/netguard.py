@@ -16,6 +16,11 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+__all__ = [
+    "METADATA_ADDRESSES", "ForbiddenAddressError", "GuardedResolver", "check_literal",
+    "find_forbidden", "refusal_reason",
+]
+
 # Instance-metadata endpoints stay refused even with --allow-private-networks: nothing in an
 # image manifest has a reason to point at the credentials of the machine that reads it.
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (

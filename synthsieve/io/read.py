@@ -19,6 +19,8 @@ from synthsieve.io.filesystems import open_for_read, use_gcs_emulator_credential
 from synthsieve.io.http import HttpClient, HttpConfig, HttpResult
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
 
+__all__ = ["DEFAULT_MAX_BYTES", "FetchImages", "is_http", "read_file"]
+
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -143,6 +145,14 @@ class FetchImages(beam.PTransform):
 
     def __init__(self, run_id: str, max_bytes: int = DEFAULT_MAX_BYTES,
                  http: HttpConfig | None = None, same_uri_once: bool = True):
+        """
+        Args:
+          run_id: the run the error rows belong to.
+          max_bytes: a larger file or response body is an error row.
+          http: limits, retries and the SSRF guard for http(s) URLs.
+          same_uri_once: read each distinct URI once for all references naming it (a batch
+            job; a stream reads each reference as it comes).
+        """
         super().__init__()
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")

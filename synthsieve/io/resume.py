@@ -17,6 +17,8 @@ from apache_beam.io.parquetio import ReadAllFromParquet
 from synthsieve.counters import RESUME_SKIPPED, counter
 from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 
+__all__ = ["DoneIds", "SkipDone"]
+
 
 class _KeepNew(beam.DoFn):
     def __init__(self):
@@ -35,6 +37,10 @@ class DoneIds(beam.PTransform):
     """PBegin -> the image_ids already in DIR/scores and DIR/errors (possibly none)."""
 
     def __init__(self, out_dir: str):
+        """
+        Args:
+          out_dir: the audit directory whose earlier runs' rows count as done.
+        """
         super().__init__()
         self._patterns = [FileSystems.join(out_dir, t, "*.parquet") for t in (SCORES_DIR,
                                                                                ERRORS_DIR)]
@@ -50,6 +56,11 @@ class SkipDone(beam.PTransform):
     """Elements whose key (an image_id) is not among `done`."""
 
     def __init__(self, done: beam.PCollection, key: Callable[[Any], str]):
+        """
+        Args:
+          done: the image_ids already done (DoneIds).
+          key: an element's image_id.
+        """
         super().__init__()
         self._done = done
         self._key = key

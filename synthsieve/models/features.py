@@ -16,6 +16,11 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+__all__ = [
+    "N_BLOCKS", "WIDTH", "FeatureGraphError", "add_token_features", "block_outputs",
+    "cls_name", "feature_model", "patch_mean_name",
+]
+
 N_BLOCKS = 12
 WIDTH = 768
 # The residual stream after block i is the output of the node with this name.

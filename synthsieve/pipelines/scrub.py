@@ -30,6 +30,11 @@ from synthsieve.provenance.evidence import AI_EVIDENCE
 from synthsieve.runners.choice import local_runner
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE
 
+__all__ = [
+    "DEFAULT_POLICY", "EVIDENCE_RULES", "Policy", "PolicyError", "ScrubConfig", "build_scrub",
+    "decide", "quarantine", "quarantine_inside", "quarantine_path", "run_scrub",
+]
+
 log = logging.getLogger("synthsieve.scrub")
 
 KEEP, REMOVE = SCRUB_DECISIONS

@@ -19,6 +19,8 @@ import c2pa
 
 from synthsieve.provenance.vocabulary import category, source_type_code
 
+__all__ = ["MIME_BY_FORMAT", "C2paReader", "summarize"]
+
 log = logging.getLogger("synthsieve.c2pa")
 
 MIME_BY_FORMAT = {

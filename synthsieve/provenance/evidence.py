@@ -26,6 +26,12 @@ from synthsieve.provenance.taxonomy import source_from_name
 from synthsieve.provenance.vocabulary import category
 from synthsieve.schema import SOURCE_OTHER, VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
 
+__all__ = [
+    "AI_CATEGORIES", "AI_EVIDENCE", "GOOD_SIGNATURE", "TOOL_SOURCE", "WATERMARK_SOURCE",
+    "evidence_verdict", "generator_tool", "provenance_source", "signed_ai_source_type",
+    "watermark_scheme", "xmp_ai_source_type",
+]
+
 GOOD_SIGNATURE = ("valid", "trusted")
 # Where a tool's checkpoint name says nothing the taxonomy knows.
 TOOL_SOURCE = {"a1111": "stablediffusion", "forge": "stablediffusion",

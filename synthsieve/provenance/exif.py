@@ -6,6 +6,8 @@ from typing import Any
 
 from PIL import Image
 
+__all__ = ["clean", "read_exif", "user_comment"]
+
 MAKE, MODEL, SOFTWARE = 0x010F, 0x0110, 0x0131
 USER_COMMENT, EXIF_IFD = 0x9286, 0x8769
 

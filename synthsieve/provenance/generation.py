@@ -18,6 +18,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = [
+    "MAX_PROMPT_CHARS", "MAX_VALUE_CHARS", "parse_a1111", "parse_comfyui", "parse_fooocus",
+    "parse_invokeai", "parse_novelai", "read_generation",
+]
+
 MAX_VALUE_CHARS = 1_000_000  # a larger text chunk is not parsed (warning)
 MAX_PROMPT_CHARS = 10_000  # what --keep-prompts stores
 _KV = re.compile(r'\s*([\w][\w \-/()]*):\s*("(?:\\.|[^"\\])*"|[^,]*)(?:,|$)')

@@ -12,6 +12,8 @@ import re
 
 from synthsieve.schema import SOURCE_SET
 
+__all__ = ["RULES", "source_from_name"]
+
 # (pattern, taxonomy label). Patterns are regular expressions over the lowercased name.
 RULES: tuple[tuple[str, str], ...] = (
     (r"firefly", "adobefirefly"),

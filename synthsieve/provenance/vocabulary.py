@@ -6,6 +6,8 @@ bare code); the code after the last slash is what the tables store.
 
 from __future__ import annotations
 
+__all__ = ["CATEGORIES", "IPTC_PREFIX", "category", "source_type_code"]
+
 IPTC_PREFIX = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 
 # What a code says about AI involvement: "ai" (made by a generative model), "ai_composite"

@@ -9,7 +9,8 @@ All three are the invisible-watermark package's `dwtDct` method (EmbedMaxDct): o
 
 Written here rather than called: the package's decoder loops over every 4x4 block in Python
 (and its import pulls in torch for an unrelated method); for the three marks in both channel
-orders it takes about 540 ms on a typical generated PNG (bench/provenance.py). block_scores
+orders that is slower than the decode and scoring of the image (bench/provenance.py times
+it). block_scores
 and decode_bits are the same arithmetic (cv2's colour conversion, pywt's Haar LL band, the
 package's per-block rule and vote) vectorised with numpy; tests check them bit for bit
 against the package's decoder and pywt on marked and unmarked images.
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+__all__ = [
+    "BLOCK", "DETECT_AT", "MIN_PIXELS", "SCALE", "SCHEMES", "SDXL_MESSAGE", "Scheme",
+    "block_scores", "decode_bits", "haar_ll", "read_watermark",
+]
 
 BLOCK = 4
 SCALE = 36.0  # the package's default scales=[0, 36, 36]: only the U channel is used

@@ -16,6 +16,8 @@ from PIL import Image
 
 from synthsieve.provenance.vocabulary import source_type_code
 
+__all__ = ["FIELDS", "MAX_BYTES", "packet_of", "read_xmp"]
+
 MAX_BYTES = 1024 * 1024
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 FIELDS = {

@@ -7,6 +7,8 @@ from typing import Any
 
 from synthsieve.evaluation.report import png_data_uri
 
+__all__ = ["CSS", "render"]
+
 CSS = """body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;
 padding:.25rem .6rem;text-align:left}th{background:#f3f3f3}.big{font-size:1.6rem;

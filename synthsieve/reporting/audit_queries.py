@@ -20,6 +20,8 @@ from apache_beam.io.filesystems import FileSystems
 from synthsieve.io.filesystems import is_remote
 from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 
+__all__ = ["HIST_BINS", "LocalCopy", "audit_report"]
+
 HIST_BINS = 20
 
 

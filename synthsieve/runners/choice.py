@@ -16,6 +16,12 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+__all__ = [
+    "LOCAL_RUNNER_NAMES", "RunnerUnavailable", "UnsafeRunnerMode", "fuses_stages", "is_local",
+    "local_runner", "names_dask", "with_local_defaults", "workers_elsewhere",
+    "workers_per_machine",
+]
+
 LOCAL_RUNNER_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner",
                       "BundleBasedDirectRunner")
 

@@ -52,6 +52,11 @@ from apache_beam.runners.worker import statesampler
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.utils import counters
 
+__all__ = [
+    "DaskRunner", "DaskRunnerResult", "LocalClusterOptions", "local_cluster_size",
+    "starts_local_cluster",
+]
+
 log = logging.getLogger("synthsieve.dask")
 
 _METRICS = "__synthsieve_metrics__"  # the tag a bundle's MetricUpdates travel under

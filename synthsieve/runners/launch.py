@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+__all__ = [
+    "GCS_BUCKET", "REMOTE_SCHEMES", "RUNNERS", "LaunchError", "Target", "check_target",
+    "runner_options",
+]
+
 RUNNERS = ("dataflow", "flink", "spark")
 REMOTE_SCHEMES = ("gs://", "s3://", "http://", "https://")
 # Cloud Storage's bucket naming rule. Checked here because Beam's validator, given a name

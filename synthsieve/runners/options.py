@@ -17,6 +17,8 @@ from collections.abc import Iterable
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+__all__ = ["beam_flags", "did_you_mean", "unknown_options"]
+
 
 class _Parser(_BeamArgumentParser):
     def error(self, message: str) -> t.NoReturn:  # raise instead of printing and exiting

@@ -30,6 +30,11 @@ from typing import Any
 from synthsieve.io import commits
 from synthsieve.io.messages import MESSAGE_ID_ATTRIBUTE, parse_message
 
+__all__ = [
+    "ACK_CHUNK", "CLOSE_RPC_TIMEOUT_S", "DEFAULT_SOURCE_LOST_AFTER_S", "PULL_MAX",
+    "PULL_RPC_TIMEOUT_S", "AckAfterCommitRelay", "relay_names",
+]
+
 log = logging.getLogger("synthsieve.stream")
 
 PULL_MAX = 100

@@ -1,1 +1,1 @@
-"""PTransforms and DoFns: sources, read, decode, scoring, sinks."""
+"""Element-wise work: the scoring chain, decode with provenance, dedupe, scoring, progress."""

@@ -22,6 +22,8 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.schema import STAGE_DECODE, error_row
 
+__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "DecodeImages", "DecodeTimeout", "within"]
+
 # A minute is far past any real image (the slowest of a fuzzed corpus takes a fraction of a
 # second) and leaves room for a slow, shared machine.
 DEFAULT_DECODE_TIMEOUT_S = 60.0
@@ -133,6 +135,14 @@ class DecodeImages(beam.PTransform):
                  max_pixels: int = DEFAULT_MAX_PIXELS,
                  provenance: ProvenanceOptions | None = None,
                  timeout_s: float = DEFAULT_DECODE_TIMEOUT_S):
+        """
+        Args:
+          spec: the model whose input to prepare, or None to decode only to validate.
+          run_id: the run the error rows belong to.
+          max_pixels: images with more pixels (by their header) are error rows.
+          provenance: what provenance to read in the same pass; None reads none.
+          timeout_s: an image whose decode and provenance read take longer is a `timeout` row.
+        """
         super().__init__()
         if max_pixels <= 0:
             raise ValueError("max_pixels must be positive")

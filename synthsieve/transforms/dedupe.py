@@ -34,6 +34,11 @@ from synthsieve.counters import DUPLICATE_BYTES, counter
 from synthsieve.elements import ERRORS, FetchedImage, ImageRef
 from synthsieve.schema import BYTES_COLUMNS, empty_score_row, error_row, now_utc
 
+__all__ = [
+    "MAX_REMEMBERED", "MAX_ROWS", "Follower", "RecordLeaders", "SplitDuplicates",
+    "follower_row",
+]
+
 MAX_REMEMBERED = 250_000  # sha256 -> leader id entries kept per worker process
 MAX_ROWS = 20_000  # leader outcomes kept per worker process for later followers
 SCORE, ERROR = "score", "error"
@@ -50,9 +55,8 @@ class Follower:
 @dataclass
 class _RunState:
     seen: OrderedDict[str, str] = field(default_factory=OrderedDict)  # sha256 -> leader id
-    # leader id -> (score | error, its columns pickled): a score row's columns take 2.7 KB as
-    # Python objects and 0.45 KB pickled (measured on bench/memory.py's rows); only a
-    # follower unpickles them
+    # leader id -> (score | error, its columns pickled): pickled bytes take a fraction of
+    # the memory of the same columns as Python objects, and only a follower unpickles them
     outcomes: OrderedDict[str, tuple[str, bytes]] = field(default_factory=OrderedDict)
     in_flight: set[str] = field(default_factory=set)
     waiting: dict[str, list[Follower]] = field(default_factory=dict)

@@ -10,6 +10,8 @@ from typing import Any
 
 import apache_beam as beam
 
+__all__ = ["ReportProgress"]
+
 log = logging.getLogger("synthsieve.progress")
 
 

@@ -15,6 +15,8 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.provenance import evidence_verdict, provenance_source
 from synthsieve.schema import STAGE_API, STAGE_INFERENCE, empty_score_row, error_row, now_utc
 
+__all__ = ["ScoreImages", "ScoreRemote", "SkipScoring", "score_row"]
+
 
 def score_row(info: ImageInfo, columns: dict[str, Any], *, model: str | None, backend: str,
               run_id: str) -> dict[str, Any]:
@@ -102,6 +104,10 @@ class SkipScoring(beam.PTransform):
     """(ImageInfo, pixels) -> {'scores': rows without a pixel score, 'errors': empty}."""
 
     def __init__(self, run_id: str):
+        """
+        Args:
+          run_id: the run the rows belong to.
+        """
         super().__init__()
         self._run_id = run_id
 
@@ -115,6 +121,13 @@ class ScoreImages(beam.PTransform):
     """(ImageInfo, HWC uint8) -> {'scores': score rows, 'errors': error rows}."""
 
     def __init__(self, handler: ModelHandler, spec: ModelSpec, backend: str, run_id: str):
+        """
+        Args:
+          handler: the local model's handler (ONNX Runtime, TensorRT).
+          spec: the model, which says how to read its outputs.
+          backend: the `backend` column's value.
+          run_id: the run the rows belong to.
+        """
         super().__init__()
         self._handler = handler
         self._spec = spec
@@ -167,6 +180,11 @@ class ScoreRemote(beam.PTransform):
     """
 
     def __init__(self, handler: ModelHandler, run_id: str):
+        """
+        Args:
+          handler: a vendor API's RemoteApiModelHandler.
+          run_id: the run the rows belong to.
+        """
         super().__init__()
         self._handler = handler
         self._run_id = run_id

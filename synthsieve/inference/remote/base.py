@@ -27,6 +27,12 @@ from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 from synthsieve.io.http import WorkerLoop
 from synthsieve.io.retry import Outcome, Retry, RetryPolicy, retry_after_s, with_retries
 
+__all__ = [
+    "CONFIG_FAILURES_TO_STOP", "CONFIG_STATUSES", "ApiAuthError", "ApiBackend", "ApiClient",
+    "ApiConfig", "ApiConfigError", "ApiKeyMissing", "ApiResult", "RateLimiter",
+    "RemoteApiModelHandler", "endpoint_url", "media_form", "redact",
+]
+
 log = logging.getLogger("synthsieve.api")
 
 
@@ -109,8 +115,9 @@ class RateLimiter:
     """At most `rate` requests in any one-second window, for coroutines on one event loop.
 
     A token bucket with a burst of one loses every millisecond a wake-up is late (the loop
-    thread waits for the GIL behind decode threads, up to the 5 ms switch interval), and
-    at 50 requests/s that cost 10-15% of the contract. Counting the sends of the last window
+    thread waits for the GIL behind decode threads, up to the interpreter's switch
+    interval), and at tens of requests per second that is a real share of the contract
+    (bench/api.py measures it). Counting the sends of the last window
     instead, as vendors count them, lets a late send be made up by the next one; a minimum
     gap of half the mean interval keeps the catch-up from becoming a burst.
     """
@@ -299,6 +306,13 @@ class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResu
     each with its own retries; RunInference only sees a failure when the job must stop."""
 
     def __init__(self, backend_cls: type[ApiBackend], cfg: ApiConfig, batch_size: int = 32):
+        """
+        Args:
+          backend_cls: how the vendor's API is called and read (HiveBackend, ...).
+          cfg: endpoint, credentials' environment variables, rate, retries and thresholds.
+          batch_size: images RunInference hands over at once; they are sent concurrently,
+            within the rate limit and the in-flight cap.
+        """
         # Retries are per image inside request(); a whole-batch retry would re-send (and
         # re-pay for) the images that had already succeeded.
         super().__init__(namespace=f"synthsieve_{cfg.backend}", num_retries=0,

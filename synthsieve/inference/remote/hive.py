@@ -16,6 +16,8 @@ from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient, media_form
 from synthsieve.schema import canonical_source
 
+__all__ = ["BINARY", "NOT_SOURCE", "VENDOR_REPORTED", "HiveBackend", "map_hive_output"]
+
 BINARY = ("ai_generated", "not_ai_generated")
 NOT_SOURCE = {*BINARY, "deepfake"}
 VENDOR_REPORTED = "vendor_reported"

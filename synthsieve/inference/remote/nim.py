@@ -1,4 +1,4 @@
-"""NVIDIA NIM's hosted Hive detector (seeds 000 and 003).
+"""NVIDIA NIM's hosted Hive detector.
 
 Images whose base64 is under 180,000 characters go inline as a data URI; larger ones take
 the asset flow (create an asset, PUT the bytes to its pre-signed URL, reference it). NIM
@@ -20,6 +20,11 @@ from synthsieve.images import to_rgb
 from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient
 from synthsieve.schema import canonical_source
+
+__all__ = [
+    "ACCEPTED", "DEFAULT_ASSETS_URL", "INLINE_LIMIT", "NimBackend", "assets_url_for",
+    "map_nim_item", "nim_payload_bytes",
+]
 
 INLINE_LIMIT = 180_000
 ACCEPTED = {"PNG": "image/png", "JPEG": "image/jpeg"}

@@ -1,4 +1,4 @@
-"""Sightengine's `genai` model (seeds 002 and 004): one score, no source head.
+"""Sightengine's `genai` model: one score, no source head.
 
 Bytes go up as multipart (`media`); an http(s) input on a public host can instead be sent
 by URL (the GET form), which saves the upload. Credentials are the api_user/api_secret pair,
@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from synthsieve.inference.outputs import check_probability, verdict_columns
 from synthsieve.inference.remote.base import ApiBackend, ApiClient, media_form
 from synthsieve.io.netguard import refusal_reason
+
+__all__ = ["SightengineBackend", "is_public_url", "map_sightengine"]
 
 
 def is_public_url(uri: str) -> bool:
