@@ -29,7 +29,9 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import model_fit as fit
 import model_report as report
@@ -102,7 +104,7 @@ def check_assembled(onnx_path: Path, spec: ModelSpec, data_dir: Path, files: lis
                              f"{got_p:.5f}/{got_d:.5f} vs {want_p:.5f}/{want_d:.5f}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
     ap.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
@@ -112,7 +114,93 @@ def main() -> int:
                          "and report the chosen head's out-of-fold ROC-AUC on both")
     ap.add_argument("--card-only", action="store_true",
                     help="only re-render MODEL_CARD.md from the existing model.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+@dataclass
+class Fitted:
+    """The chosen head, fitted on all train images, with what chose and calibrated it."""
+
+    ts: Any
+    cand: Any
+    selection: Any
+    head_fit: Any
+    model: Any
+    platt: tuple[float, float]
+    oof_p: np.ndarray
+    oof_dist: np.ndarray
+    thresholds: tuple[float, float, float]  # not_ai_generated, ai_generated, ood
+    threshold_info: dict[str, Any]
+    centroids: np.ndarray
+
+
+def fit_head(emb: Any, rows: list[dict[str, Any]]) -> Fitted:
+    """Cross-validated choice of the head, calibration, thresholds and the OOD rule."""
+    ts = fit.TrainSet.build(emb, rows, SEED)
+    log("cross-validation, folds grouped by origin:")
+    cand, oof_logit, selection = fit.select(ts, log, SEED)
+    a, b0 = fit.platt(oof_logit[ts.orig], ts.y[ts.orig])
+    oof_p = fit.sigmoid(a * oof_logit + b0)
+    t_not, t_ai, threshold_info = fit.thresholds(ts, oof_p)
+    centroids, t_ood, oof_dist = fit.fit_ood(ts, SEED)
+    x_all = fit.design(emb, ts.idx, cand)
+    head_fit = fit.fit_head(x_all, ts.y, cand, np.where(ts.old, cand.old_weight, 1.0))
+    head_fit = head_fit.calibrated(a, b0)  # calibration folded into the last layer
+    model = report.Scorer(emb, cand, head_fit, centroids, t_not, t_ai, t_ood, (a, b0))
+    return Fitted(ts, cand, selection, head_fit, model, (a, b0), oof_p, oof_dist,
+                  (t_not, t_ai, t_ood), threshold_info, centroids)
+
+
+def compare_preprocess(encoder: Any, spec: ModelSpec, data_dir: Path,
+                       rows: list[dict[str, Any]], f: Fitted) -> dict[str, float]:
+    """The chosen head's out-of-fold ROC-AUC under both input rules."""
+    spec_big = ModelSpec.from_dict({**spec.raw, "preprocess": {
+        **spec.raw["preprocess"], "shorter_side_max": SHORTER_SIDE_MAX}}, "")
+    ts_big = fit.TrainSet.build(embed_all(FeatureEmbedder(encoder, spec_big), data_dir,
+                                          rows, SEED), rows, SEED)
+    comparison = {
+        "shorter side resized to 224 (as shipped)": fit.oof_auc(f.ts, f.cand),
+        f"shorter side brought to at most {SHORTER_SIDE_MAX}, then the 224 crop":
+            fit.oof_auc(ts_big, f.cand)}
+    log(f"input rule, out-of-fold ROC-AUC: {comparison}")
+    return comparison
+
+
+def build_record(f: Fitted, head: dict[str, Any], data_dir: Path, rows: list[dict[str, Any]],
+                 comparison: dict[str, float] | None) -> dict[str, Any]:
+    """model.json's `build`: how the model was made, so that it can be made again."""
+    cand, (a, b0), (t_not, t_ai, t_ood) = f.cand, f.platt, f.thresholds
+    return {
+        "recipe": "python scripts/build_default_model.py --data ../shared/data"
+                  + (" --compare-preprocess" if comparison is not None else ""),
+        "seed": SEED,
+        "encoder": {"package": ENCODER_PACKAGE, "wheel_sha256": ENCODER_WHEEL_SHA256,
+                    "file_sha256": ENCODER_SHA256,
+                    "source": "openai/clip-vit-base-patch16 image tower, INT8 dynamic quant"},
+        "data": report.data_summary(data_dir, rows, images_sha256(rows)),
+        "preprocess_comparison": comparison,
+        "head": {"type": (f"an MLP with {cand.hidden} ReLU units (sklearn, weight decay "
+                          f"{cand.c})" if cand.hidden else
+                          f"a logistic regression (sklearn, C={cand.c}, balanced classes)"),
+                 "features": cand.tensors(), "C": cand.c, "old_weight": cand.old_weight,
+                 "selection": f.selection},
+        "calibration": {"method": "Platt scaling on out-of-fold train logits (grouped CV)",
+                        "a": round(a, 4), "b": round(b0, 4)},
+        "threshold_rule": f.threshold_info["rule"],
+        "out_of_distribution": {
+            "rule": (f"1 - the largest cosine similarity between the final embedding and "
+                     f"{fit.OOD_CENTROIDS} k-means centroids of the train images' embeddings; "
+                     f"above the {1 - fit.OOD_ABSTAIN:.0%} quantile of out-of-fold distances "
+                     "the verdict is inconclusive"),
+            "threshold": t_ood},
+        "out_of_fold": report.out_of_fold_summary(f.ts, f.oof_p, f.oof_dist, t_not, t_ai,
+                                                  t_ood),
+        "head_sha256": head_sha256(head),
+    }
+
+
+def main() -> int:
+    args = parse_args()
     model_dir = Path(args.model_dir)
     if args.card_only:
         spec_in = json.loads((model_dir / "model.json").read_text())
@@ -129,69 +217,24 @@ def main() -> int:
     rows = load_rows(data_dir)
     log(f"{len(rows)} labelled images; embedding (cached after the first run)")
     emb = embed_all(FeatureEmbedder(encoder, spec), data_dir, rows, SEED)
-
-    ts = fit.TrainSet.build(emb, rows, SEED)
-    log("cross-validation, folds grouped by origin:")
-    cand, oof_logit, selection = fit.select(ts, log, SEED)
-    comparison = None
-    if args.compare_preprocess:
-        spec_big = ModelSpec.from_dict({**spec.raw, "preprocess": {
-            **spec.raw["preprocess"], "shorter_side_max": SHORTER_SIDE_MAX}}, "")
-        ts_big = fit.TrainSet.build(embed_all(FeatureEmbedder(encoder, spec_big), data_dir,
-                                              rows, SEED), rows, SEED)
-        comparison = {
-            "shorter side resized to 224 (as shipped)": fit.oof_auc(ts, cand),
-            f"shorter side brought to at most {SHORTER_SIDE_MAX}, then the 224 crop":
-                fit.oof_auc(ts_big, cand)}
-        log(f"input rule, out-of-fold ROC-AUC: {comparison}")
-    a, b0 = fit.platt(oof_logit[ts.orig], ts.y[ts.orig])
-    oof_p = fit.sigmoid(a * oof_logit + b0)
-    t_not, t_ai, threshold_info = fit.thresholds(ts, oof_p)
-    centroids, t_ood, oof_dist = fit.fit_ood(ts, SEED)
-    x_all = fit.design(emb, ts.idx, cand)
-    head_fit = fit.fit_head(x_all, ts.y, cand, np.where(ts.old, cand.old_weight, 1.0))
-    head_fit = head_fit.calibrated(a, b0)  # calibration folded into the last layer
-    model = report.Scorer(emb, cand, head_fit, centroids, t_not, t_ai, t_ood, (a, b0))
-
-    head = fit.head_json(cand, head_fit, centroids)
-    build = {
-        "recipe": "python scripts/build_default_model.py --data ../shared/data"
-                  + (" --compare-preprocess" if args.compare_preprocess else ""),
-        "seed": SEED,
-        "encoder": {"package": ENCODER_PACKAGE, "wheel_sha256": ENCODER_WHEEL_SHA256,
-                    "file_sha256": ENCODER_SHA256,
-                    "source": "openai/clip-vit-base-patch16 image tower, INT8 dynamic quant"},
-        "data": report.data_summary(data_dir, rows, images_sha256(rows)),
-        "preprocess_comparison": comparison,
-        "head": {"type": (f"an MLP with {cand.hidden} ReLU units (sklearn, weight decay "
-                          f"{cand.c})" if cand.hidden else
-                          f"a logistic regression (sklearn, C={cand.c}, balanced classes)"),
-                 "features": cand.tensors(), "C": cand.c, "old_weight": cand.old_weight,
-                 "selection": selection},
-        "calibration": {"method": "Platt scaling on out-of-fold train logits (grouped CV)",
-                        "a": round(a, 4), "b": round(b0, 4)},
-        "threshold_rule": threshold_info["rule"],
-        "out_of_distribution": {
-            "rule": (f"1 - the largest cosine similarity between the final embedding and "
-                     f"{fit.OOD_CENTROIDS} k-means centroids of the train images' embeddings; "
-                     f"above the {1 - fit.OOD_ABSTAIN:.0%} quantile of out-of-fold distances "
-                     "the verdict is inconclusive"),
-            "threshold": t_ood},
-        "out_of_fold": report.out_of_fold_summary(ts, oof_p, oof_dist, t_not, t_ai, t_ood),
-        "head_sha256": head_sha256(head),
-    }
+    f = fit_head(emb, rows)
+    comparison = (compare_preprocess(encoder, spec, data_dir, rows, f)
+                  if args.compare_preprocess else None)
+    head = fit.head_json(f.cand, f.head_fit, f.centroids)
+    build = build_record(f, head, data_dir, rows, comparison)
     log("reporting: val and test, leave one origin out, leave one family out")
-    evaluation = report.evaluate(model, rows)
-    build["leave_one_origin_out"] = report.leave_one_origin_out(model, ts, rows)
-    build["leave_one_family_out"] = report.leave_one_family_out(model, ts, rows)
+    evaluation = report.evaluate(f.model, rows)
+    build["leave_one_origin_out"] = report.leave_one_origin_out(f.model, f.ts, rows)
+    build["leave_one_family_out"] = report.leave_one_family_out(f.model, f.ts, rows)
 
+    t_not, t_ai, t_ood = f.thresholds
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "head.json").write_text(json.dumps(head, indent=1) + "\n")
     spec_out = spec_dict((t_not, t_ai), t_ood, {"build": build, "evaluation": evaluation})
     (model_dir / "model.json").write_text(json.dumps(spec_out, indent=2) + "\n")
     onnx_path = assemble_model(model_dir, wheel=args.wheel, force=True)
     check = [k for k in emb.keys if k[1] == "orig"][:: max(1, len(rows) // 12)][:12]
-    p_chk, d_chk = model.score_keys(check)
+    p_chk, d_chk = f.model.score_keys(check)
     check_assembled(onnx_path, ModelSpec.load(model_dir), data_dir, [k[0] for k in check],
                     p_chk, d_chk)
     build["cpu_cost"] = report.cpu_cost(encoder, onnx_path, spec)
@@ -199,7 +242,7 @@ def main() -> int:
     build["seconds"] = round(time.time() - t0)
     (model_dir / "model.json").write_text(json.dumps(spec_out, indent=2) + "\n")
     (model_dir / "MODEL_CARD.md").write_text(report.render_card(spec_out))
-    print(json.dumps({"candidate": cand.name, "C": cand.c, "thresholds": [t_not, t_ai, t_ood],
+    print(json.dumps({"candidate": f.cand.name, "C": f.cand.c, "thresholds": list(f.thresholds),
                       "evaluation": {k: {m: v[m] for m in ("roc_auc", "tpr_at_1pct_fpr", "ece")}
                                      for k, v in evaluation.items() if "roc_auc" in v},
                       "cpu_cost": build["cpu_cost"], "seconds": build["seconds"]}, indent=2))

@@ -21,6 +21,7 @@ from synthsieve.cli.args import (
     positive_int,
     provenance_arguments,
     rate,
+    refuse,
     scoring_arguments,
 )
 
@@ -88,12 +89,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             elif kind == "files" and "://" not in pattern and lists_nothing(pattern):
                 raise SourceError(f"{s} lists no file")
     except SourceError as e:
-        print(f"synthsieve audit: {e}", file=sys.stderr)
-        return 2
+        return refuse("audit", str(e))
     problem = out_dir_problem(args.out)
     if problem:
-        print(f"synthsieve audit: {problem}", file=sys.stderr)
-        return 2
+        return refuse("audit", problem)
     loaded = model_and_provenance("audit", args, beam_args)
     if loaded is None:
         return 2
@@ -101,8 +100,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         api = api_config(args)
     except ValueError as e:
-        print(f"synthsieve audit: {e}", file=sys.stderr)
-        return 2
+        return refuse("audit", str(e))
     cfg = AuditConfig(
         sources=list(args.sources), out_dir=args.out, model_dir=args.model,
         batch_size=batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
@@ -124,14 +122,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         summary = run_audit(cfg, beam_args)
     except ApiKeyMissing as e:
-        print(f"synthsieve audit: {e}", file=sys.stderr)
-        return 2
+        return refuse("audit", str(e))
     except ApiAuthError as e:
-        print(f"synthsieve audit: {e}", file=sys.stderr)
-        return 3
+        return refuse("audit", str(e), 3)
     except (RunnerUnavailable, UnsafeRunnerMode) as e:
-        print(f"synthsieve audit: {e}", file=sys.stderr)
-        return 2
+        return refuse("audit", str(e))
     print(json.dumps(summary, indent=2))
     if summary.get("dry_run"):
         return 0
@@ -154,12 +149,9 @@ def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
     if inputs == 0 and summary.get("skipped_by_resume"):
         return 0  # --resume found every input already done
     if inputs == 0:
-        print(f"synthsieve audit: {', '.join(summary['sources'])} listed no input",
-              file=sys.stderr)
-        return 2
+        return refuse("audit", f"{', '.join(summary['sources'])} listed no input")
     if errors == inputs:
-        print(f"synthsieve audit: every input failed ({errors} error rows)", file=sys.stderr)
-        return 4
+        return refuse("audit", f"every input failed ({errors} error rows)", 4)
     if max_error_rate is not None and errors / inputs > max_error_rate:
         print(f"synthsieve audit: {errors} of {inputs} inputs failed "
               f"({errors / inputs:.1%}), above --max-error-rate {max_error_rate}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from synthsieve.cli.args import (
@@ -64,12 +63,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             check_manifest(pattern)
         spec = ModelSpec.load(args.model)
     except (SourceError, ModelSpecError) as e:
-        print(f"synthsieve eval: {e}", file=sys.stderr)
-        return 2
+        return refuse("eval", str(e))
     if not Path(spec.model_path).is_file():
-        print(f"synthsieve eval: {spec.model_path} is missing; run `synthsieve fetch-model`",
-              file=sys.stderr)
-        return 2
+        return refuse("eval", f"{spec.model_path} is missing; run `synthsieve fetch-model`")
     try:
         provenance = provenance_options(args)
     except OSError as e:
@@ -82,8 +78,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         report = run_eval(cfg, beam_args)
     except ValueError as e:
-        print(f"synthsieve eval: {e}", file=sys.stderr)
-        return 2
+        return refuse("eval", str(e))
     o = report["overall"]
     print(f"{o['n']} labelled images ({o['n_ai']} AI, {o['n_real']} real), "
           f"{report['errors']} error rows; report: {args.out}/eval.html")

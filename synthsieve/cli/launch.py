@@ -10,7 +10,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from synthsieve.cli import audit, evaluate, scrub, stream
-from synthsieve.cli.args import OneLineParser, positive_int
+from synthsieve.cli.args import OneLineParser, positive_int, refuse
 from synthsieve.inference.gpu import GPU_BACKENDS
 from synthsieve.runners.launch import LaunchError, Target, check_target, runner_options
 
@@ -106,6 +106,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(render(launch_command(target, job)))
     except LaunchError as e:
-        print(f"synthsieve launch-command: {e}", file=sys.stderr)
-        return 2
+        return refuse("launch-command", str(e))
     return 0

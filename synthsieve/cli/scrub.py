@@ -9,6 +9,8 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
+from synthsieve.cli.args import refuse
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
@@ -34,15 +36,13 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         policy = Policy.from_yaml(Path(args.policy).read_text()) if args.policy else Policy()
     except (OSError, PolicyError, TypeError) as e:
-        print(f"synthsieve scrub: --policy: {e}", file=sys.stderr)
-        return 2
+        return refuse("scrub", f"--policy: {e}")
     cfg = ScrubConfig(audit_dir=args.audit_dir, out_dir=args.out, policy=policy,
                       apply=args.apply, to=args.to)
     try:
         summary = run_scrub(cfg, beam_args)
     except (ValueError, FileNotFoundError) as e:
-        print(f"synthsieve scrub: {e}", file=sys.stderr)
-        return 2
+        return refuse("scrub", str(e))
     print(json.dumps(summary, indent=2))
     if summary["kept"] is None:
         print("synthsieve scrub: the runner's counters could not be read, so how many images "

@@ -17,6 +17,7 @@ from synthsieve.cli.args import (
     model_and_provenance,
     positive_float,
     provenance_arguments,
+    refuse,
     scoring_arguments,
 )
 
@@ -98,8 +99,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
                               ("--dead-letter-topic", args.dead_letter_topic, "topics")):
         problem = pubsub_name_problem(value, kind) if value else None
         if problem:
-            print(f"synthsieve stream: {name} {value}: {problem}", file=sys.stderr)
-            return 2
+            return refuse("stream", f"{name} {value}: {problem}")
     if args.window <= 0 or not 10 <= args.lease <= 600:
         print("synthsieve stream: --window must be positive and --lease within 10..600 s "
               "(Pub/Sub's range)", file=sys.stderr)
@@ -110,8 +110,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         api = api_config(args)
     except ValueError as e:
-        print(f"synthsieve stream: {e}", file=sys.stderr)
-        return 2
+        return refuse("stream", str(e))
     cfg = StreamConfig(
         subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
         dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
@@ -129,8 +128,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         summary = run_stream(cfg, beam_args, run_for_s=args.run_for)
     except ApiKeyMissing as e:
-        print(f"synthsieve stream: {e}", file=sys.stderr)
-        return 2
+        return refuse("stream", str(e))
     print(json.dumps(summary, indent=2))
     from synthsieve.pipelines.stream import SOURCE_LOST, ended_badly
 
