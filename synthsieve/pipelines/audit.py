@@ -33,13 +33,7 @@ from synthsieve.io.sinks import (
     write_shard,
 )
 from synthsieve.io.sources import ExpandSources
-from synthsieve.pipelines.job import (
-    Job,
-    JobConfig,
-    release_in_process_resources,
-    set_up_job,
-    stopped_by_api,
-)
+from synthsieve.pipelines.job import Job, JobConfig, set_up_job
 from synthsieve.runners.choice import fuses_stages, is_local
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.chain import ScoreReferences
@@ -194,18 +188,7 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
              ", ".join(cfg.sources), cfg.out_dir, job.spec.model_id, cfg.batch_size,
              job.threads)
     start = time.monotonic()
-    p = job.pipeline()
-    build_audit(p, cfg, job)
-    try:
-        result = p.run()
-        result.wait_until_finish()
-    except Exception as e:
-        refused = stopped_by_api(e)
-        if refused is not None:  # the runner wraps it, sometimes only as text
-            raise refused from None
-        raise
-    finally:
-        release_in_process_resources(job.handler)
+    result = job.run(lambda p: build_audit(p, cfg, job))
     wall_s = time.monotonic() - start
     counters = read_counters(result)
     if cfg.dry_run:

@@ -33,7 +33,6 @@ from synthsieve.pipelines.job import (
     LOCAL_BACKENDS,
     Job,
     JobConfig,
-    release_in_process_resources,
     set_up_job,
 )
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, STAGE_FETCH, STAGE_READ
@@ -241,13 +240,7 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
     if not isinstance(job.spec, ModelSpec):
         raise ValueError("eval reads the model's thresholds here: run it where the model is")
     start = time.monotonic()
-    p = job.pipeline()
-    build_eval(p, cfg, job)
-    try:
-        result = p.run()
-        result.wait_until_finish()
-    finally:
-        release_in_process_resources(job.handler)
+    result = job.run(lambda p: build_eval(p, cfg, job))
     # Labelled eval sets are small: the report works on rows.
     scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
                             ["image_id", "uri", "ai_generated", "verdict", "format", "width",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,28 @@ class Job:
         if isinstance(self.handler, RemoteApiModelHandler):
             return self.handler.model_name
         return self.spec.model_id
+
+    def run(self, build: Callable[[beam.Pipeline], None]) -> Any:
+        """Builds the pipeline with `build(p)`, runs it to the end and releases what its
+        in-process workers left here; returns the PipelineResult.
+
+        Raises:
+          ApiAuthError: the vendor API refused the key or its configuration (unwrapped from
+            whatever the runner raised).
+        """
+        p = self.pipeline()
+        build(p)
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        except Exception as e:
+            refused = stopped_by_api(e)
+            if refused is not None:  # the runner wraps it, sometimes only as text
+                raise refused from None
+            raise
+        finally:
+            release_in_process_resources(self.handler)
+        return result
 
     def thresholds(self) -> dict[str, float] | None:
         """The verdict thresholds in force, when this process knows them."""
