@@ -96,6 +96,7 @@ def test_bundled_model_auc_through_the_pipeline_matches_its_card(tmp_path, defau
     assert auc >= 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_eval_on_diverse_val_through_the_pipeline_reproduces_the_card(tmp_path, default_model,
                                                                       shared_data):
