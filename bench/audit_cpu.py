@@ -1,8 +1,10 @@
 """CPU throughput of the audit: decode+preprocess alone, inference alone, whole pipeline.
 
-All three run in this one process on the same images, so the ratio printed at the end
-(pipeline images/s over the slower of the two stages) is comparable across noisy machines.
-Target: >= 0.8.
+All run in this one process on the same images, so the ratios printed at the end are
+comparable across noisy machines: the pipeline's images/s over the slower of the two stages,
+and inference with the integer kernels this CPU gets (inference/kernels.py) over the same
+model forced onto the UINT8 x UINT8 kernels (SYNTHSIEVE_INT8_KERNEL=u8u8), the choice an
+AVX2-only CPU gets.
 
     .venv/bin/python bench/audit_cpu.py                       # ../shared/data if present
     .venv/bin/python bench/audit_cpu.py --source DIR --limit 300
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from synthsieve.inference.kernels import ENV, U8U8
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
@@ -70,14 +73,27 @@ def bench_decode(files: list[Path], spec: ModelSpec, threads: int) -> tuple[floa
     return len(blobs) / (time.perf_counter() - t), prepared
 
 
-def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int) -> float:
-    handler = OnnxImageModelHandler(spec, batch_size=batch, intra_op_threads=threads)
-    session = handler.load_model()
+def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int,
+                    kernel: str | None = None) -> tuple[float, str]:
+    """(images/s, the kernel it ran on); `kernel` forces one (SYNTHSIEVE_INT8_KERNEL)."""
+    before = os.environ.get(ENV)
+    if kernel:
+        os.environ[ENV] = kernel
+    try:
+        handler = OnnxImageModelHandler(spec, batch_size=batch, intra_op_threads=threads)
+        session = handler.load_model()
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
     list(handler.run_inference(prepared[:batch], session))  # warm-up
     t = time.perf_counter()
     for i in range(0, len(prepared), batch):
         list(handler.run_inference(prepared[i:i + batch], session))
-    return len(prepared) / (time.perf_counter() - t)
+    rate = len(prepared) / (time.perf_counter() - t)
+    session.close()
+    return rate, session.kernel
 
 
 def main() -> int:
@@ -110,7 +126,8 @@ def main() -> int:
 
         decode_1, prepared = bench_decode(files, spec, 1)
         decode_n, _ = bench_decode(files, spec, cores)
-        infer = bench_inference(prepared, spec, args.batch_size, cores)
+        infer, kernel = bench_inference(prepared, spec, args.batch_size, cores)
+        infer_u8u8, _ = bench_inference(prepared, spec, 1, cores, kernel=U8U8)
 
         # The pipeline reads from a manifest of exactly these files.
         manifest = Path(tmp) / "bench.csv"
@@ -127,6 +144,9 @@ def main() -> int:
         "decode_preprocess_img_s_1_thread": round(decode_1, 1),
         f"decode_preprocess_img_s_{cores}_threads": round(decode_n, 1),
         f"inference_img_s_batch_{args.batch_size}": round(infer, 1),
+        "kernel": kernel,
+        "inference_img_s_u8u8_one_per_call": round(infer_u8u8, 1),
+        "ratio_inference_to_u8u8_one_per_call": round(infer / infer_u8u8, 2),
         "pipeline_img_s": round(pipeline, 1),
         "pipeline_wall_s_incl_startup": summary["wall_s"],
         "slower_stage": "inference" if infer <= decode_n else "decode",
@@ -134,7 +154,9 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
-    print(f"ratio pipeline/slower stage: {result['ratio_pipeline_to_slower_stage']:.3f}")
+    print(f"ratio pipeline/slower stage: {result['ratio_pipeline_to_slower_stage']:.3f}; "
+          f"inference on {kernel} over u8u8 one image per call: "
+          f"{result['ratio_inference_to_u8u8_one_per_call']:.2f}x")
     return 0
 
 

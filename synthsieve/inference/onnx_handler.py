@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from synthsieve.inference.kernels import (
+    U8S8,
+    U8U8,
+    choose_kernel,
+    signed_weights,
+    uint8_weight_nodes,
+)
 from synthsieve.inference.spec import ModelSpec
 
 __all__ = [
@@ -39,8 +47,9 @@ class LoadedModel:
     drops it while the interpreter is whole.
     """
 
-    def __init__(self, session: ort.InferenceSession):
+    def __init__(self, session: ort.InferenceSession, kernel: str = U8U8):
         self._session: ort.InferenceSession | None = session
+        self.kernel = kernel  # the integer kernels the graph runs on (inference/kernels.py)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -124,7 +133,8 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
         # Spinning threads would steal the cores that decode runs on between batches.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=self._providers)
+        graph, kernel = self._graph(path)
+        session = ort.InferenceSession(graph, sess_options=opts, providers=self._providers)
         # ONNX Runtime falls back to the CPU when CUDA cannot start; a GPU job must not.
         missing = set(self._providers) - set(session.get_providers())
         if missing:
@@ -135,10 +145,21 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
             raise ValueError(
                 f"{path} has inputs {sorted(names)}; model.json names {self._spec.input_name!r}"
             )
-        model = LoadedModel(session)
+        model = LoadedModel(session, kernel)
         with _models_lock:
             _models.setdefault(self._token, weakref.WeakSet()).add(model)
         return model
+
+    def _graph(self, path: Path) -> tuple[str | bytes, str]:
+        """(the graph to load, the integer kernels it gets): the model file, or on a CPU
+        whose U8S8 kernels are exact, the same graph with signed weights
+        (inference/kernels.py), derived here in memory."""
+        if self._providers != ["CPUExecutionProvider"] or choose_kernel() != U8S8:
+            return str(path), U8U8
+        model = onnx.load(str(path))
+        if not uint8_weight_nodes(model):
+            return str(path), U8U8
+        return signed_weights(model).SerializeToString(), U8S8
 
     def run_inference(
         self,

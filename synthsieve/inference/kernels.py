@@ -1,0 +1,99 @@
+"""Which integer kernels ONNX Runtime runs a quantised model with on this CPU.
+
+The bundled model ships its INT8 weights stored as UINT8 (precision.unsigned_weights), so
+that ONNX Runtime uses its UINT8 x UINT8 kernels: they widen before multiplying and are
+exact on every x86 CPU. The signed form (UINT8 activations x INT8 weights, "U8S8") is what
+the encoder was quantised as and has faster kernels, but on a CPU without VNNI they add
+pairs of products in saturating 16-bit lanes, so the result depends on the CPU. With VNNI
+(AVX512-VNNI, AVX-VNNI) or AMX the U8S8 products are accumulated in 32 bits, exactly; there
+the signed graph computes the same numbers faster.
+
+So a session is given the signed graph, derived in memory from the shipped one when it is
+loaded, only where the CPU has those instructions. `SYNTHSIEVE_INT8_KERNEL` overrides the
+choice: `u8u8` forces the exact-everywhere kernels (what an AVX2-only CPU gets), `u8s8`
+forces the signed ones (to see what they do on a CPU without VNNI), `auto` is the default.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+__all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "has_exact_u8s8",
+           "signed_weights", "uint8_weight_nodes"]
+
+ENV = "SYNTHSIEVE_INT8_KERNEL"
+U8U8, U8S8 = "u8u8", "u8s8"
+# Instructions whose U8S8 dot products accumulate in 32 bits, without saturation.
+EXACT_U8S8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (Linux x86), or none when they cannot be read."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return frozenset()
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def has_exact_u8s8(flags: frozenset[str] | None = None) -> bool:
+    """True when this CPU computes U8S8 integer products exactly (VNNI or AMX)."""
+    return bool(EXACT_U8S8_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def choose_kernel(environ: dict[str, str] | None = None,
+                  flags: frozenset[str] | None = None) -> str:
+    """u8s8 or u8u8, by SYNTHSIEVE_INT8_KERNEL (auto, u8s8, u8u8) and the CPU.
+
+    Raises:
+      ValueError: SYNTHSIEVE_INT8_KERNEL holds something else.
+    """
+    wanted = (os.environ if environ is None else environ).get(ENV, "auto").strip().lower()
+    if wanted in (U8U8, U8S8):
+        return wanted
+    if wanted not in ("", "auto"):
+        raise ValueError(f"{ENV}={wanted!r}: use auto, {U8S8} or {U8U8}")
+    return U8S8 if has_exact_u8s8(flags) else U8U8
+
+
+def uint8_weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The integer matrix products whose constant weights are stored as UINT8."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [n for n in model.graph.node
+            if n.op_type in ("MatMulInteger", "ConvInteger") and n.input[1] in inits
+            and inits[n.input[1]].data_type == onnx.TensorProto.UINT8]
+
+
+def signed_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with its UINT8 weights stored as INT8 (-128, zero point -128).
+
+    The inverse of precision.unsigned_weights: every product (w - zero) keeps its value;
+    only the kernel ONNX Runtime picks changes. A weight without a constant zero point is
+    left as it is (its zero is 0, which has no INT8 counterpart 128 below it).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    shifted: set[str] = set()
+    for node in uint8_weight_nodes(out):
+        weight = node.input[1]
+        zero = node.input[3] if len(node.input) > 3 else ""
+        if zero not in inits or inits[zero].data_type != onnx.TensorProto.UINT8:
+            continue
+        for name in (weight, zero):
+            if name not in shifted:
+                value = numpy_helper.to_array(inits[name]).astype(np.int16) - 128
+                inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.int8), name))
+                shifted.add(name)
+    return out

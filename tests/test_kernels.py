@@ -1,0 +1,111 @@
+"""The integer kernels a quantised model runs on: U8S8 only where the CPU computes it exactly,
+and then the same embeddings and scores as the exact-everywhere U8U8 graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from synthsieve.inference.kernels import (
+    ENV,
+    U8S8,
+    U8U8,
+    choose_kernel,
+    has_exact_u8s8,
+    signed_weights,
+    uint8_weight_nodes,
+)
+from synthsieve.inference.precision import unsigned_weights
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample"
+
+
+def test_the_kernel_follows_the_cpu_unless_the_environment_says_otherwise():
+    vnni = frozenset({"avx2", "avx512_vnni"})
+    avx2 = frozenset({"avx2", "fma"})
+    assert choose_kernel({}, vnni) == U8S8
+    assert choose_kernel({}, frozenset({"avx_vnni"})) == U8S8
+    assert choose_kernel({}, frozenset({"amx_int8"})) == U8S8
+    assert choose_kernel({}, avx2) == U8U8  # saturating U8S8 there: stay exact
+    assert choose_kernel({ENV: "u8u8"}, vnni) == U8U8  # how to check the AVX2 path anywhere
+    assert choose_kernel({ENV: "U8S8"}, avx2) == U8S8
+    assert choose_kernel({ENV: "auto"}, avx2) == U8U8
+    with pytest.raises(ValueError, match="SYNTHSIEVE_INT8_KERNEL"):
+        choose_kernel({ENV: "fast"}, vnni)
+
+
+def _int8_matmul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.integers(-128, 128, (8, 4)).astype(np.int8), "w")
+    wz = numpy_helper.from_array(np.array(3, np.int8), "wz")
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.INT32, [1, 4])], [w, wz])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_signed_weights_undo_unsigned_weights_exactly():
+    original = _int8_matmul_model()
+    unsigned = unsigned_weights(original)
+    assert len(uint8_weight_nodes(unsigned)) == 1 and not uint8_weight_nodes(original)
+    back = signed_weights(unsigned)
+    assert not uint8_weight_nodes(back)
+    for a, b in zip(original.graph.initializer, back.graph.initializer, strict=True):
+        assert numpy_helper.to_array(a).dtype == numpy_helper.to_array(b).dtype == np.int8
+        assert np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+    import onnxruntime as ort
+
+    x = np.linspace(-1, 2, 8, dtype=np.float32)[None]
+    run = [ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+           for m in (unsigned, back)]
+    assert np.array_equal(*run)
+
+
+def _with_embedding_output(model_dir: Path, out: Path) -> Path:
+    """A copy of the model directory whose graph also outputs the encoder's embedding."""
+    from synthsieve.models.assemble import ENCODER_OUTPUT
+
+    model = onnx.load(str(model_dir / "model.onnx"))
+    model.graph.output.append(helper.make_tensor_value_info(ENCODER_OUTPUT,
+                                                            TensorProto.FLOAT, None))
+    out.mkdir()
+    onnx.save(model, str(out / "model.onnx"))
+    (out / "model.json").write_text((model_dir / "model.json").read_text())
+    return out
+
+
+@pytest.mark.skipif(not has_exact_u8s8(), reason="this CPU has no VNNI/AMX: U8S8 differs "
+                                                  "here, which is why it is not chosen")
+def test_u8s8_and_u8u8_give_identical_embeddings_and_scores_on_the_sample(
+        default_model, tmp_path, monkeypatch):
+    from synthsieve.inference.onnx_handler import OnnxImageModelHandler
+    from synthsieve.inference.preprocess import prepare
+    from synthsieve.inference.spec import ModelSpec
+    from synthsieve.models.assemble import ENCODER_OUTPUT
+
+    spec = ModelSpec.load(_with_embedding_output(default_model, tmp_path / "m"))
+    images = []
+    for path in sorted(SAMPLE.iterdir()):
+        try:
+            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
+        except Exception:  # the sample's broken files
+            continue
+    assert len(images) >= 5
+    outputs = {}
+    for kernel in (U8U8, U8S8):
+        monkeypatch.setenv(ENV, kernel)
+        handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2)
+        model = handler.load_model()
+        assert model.kernel == kernel
+        outputs[kernel] = [r.inference for r in handler.run_inference(images, model)]
+        model.close()
+    for a, b in zip(outputs[U8U8], outputs[U8S8], strict=True):
+        assert set(a) >= {ENCODER_OUTPUT, spec.ai_output}
+        for name in a:
+            assert np.array_equal(a[name], b[name]), name
