@@ -204,3 +204,45 @@ def test_a_rejected_key_prints_one_line_and_no_traceback_from_the_command(tmp_pa
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("synthsieve audit: hive answered HTTP 401")
     assert "wrong-key-9f9f" not in proc.stderr
+
+
+def test_api_rows_leave_as_answers_come_and_keep_their_own_window(monkeypatch):
+    """Calls are not batched: a row leaves when its answer is in, often while another
+    element is being processed, and must still land in its own element's window."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    from synthsieve.elements import ImageInfo, ImageRef
+    from synthsieve.inference.remote import ApiConfig
+    from synthsieve.inference.remote.base import RemoteApiModelHandler
+    from synthsieve.inference.remote.hive import HiveBackend
+    from synthsieve.io.http import close_http
+    from synthsieve.transforms.score import ScoreRemote
+
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    data = encode(photo_like(40, 40), "PNG")
+    elements = [(i * 10.0, ImageInfo(ImageRef(f"mem://{i}.png", f"id{i}"), "x", len(data),
+                                     40, 40, "PNG")) for i in range(12)]
+    with serve_app(make_app(KEY, Faults(latency_ms=50))) as url:
+        cfg = ApiConfig(backend="hive", url=url + PATH, key_env=("HIVE_API_KEY",),
+                        rate_per_s=200, max_in_flight=8)
+        handler = RemoteApiModelHandler(HiveBackend, cfg, batch_size=4)
+
+        class _WindowStart(beam.DoFn):
+            def process(self, row, window=beam.DoFn.WindowParam):
+                yield row["image_id"], int(window.start)
+
+        try:
+            with beam.Pipeline() as p:
+                rows = (p
+                        | beam.Create(elements)
+                        | beam.Map(lambda e: TimestampedValue(
+                            (e[1], (data, e[1].ref.uri)), e[0]))
+                        | beam.WindowInto(FixedWindows(10))
+                        | ScoreRemote(handler, "run"))
+                assert_that(rows["scores"] | beam.ParDo(_WindowStart()),
+                            equal_to([(f"id{i}", i * 10) for i in range(12)]))
+                assert_that(rows["errors"], equal_to([]), label="no errors")
+        finally:
+            close_http()

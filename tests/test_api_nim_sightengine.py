@@ -143,6 +143,35 @@ def test_rate_limiter_never_exceeds_its_window_and_makes_up_late_sends():
     assert np.median(gaps) < 1.01 and gaps.max() < 1.1, (np.median(gaps), gaps.max())
 
 
+def test_a_retry_is_sent_before_first_attempts_that_queued_earlier():
+    """The run's last rows are mostly retries: queued behind first attempts, each would
+    wait its backoff and then the whole queue."""
+    import asyncio
+
+    from synthsieve.inference.remote.base import RateLimiter
+
+    async def run() -> list[str]:
+        limiter = RateLimiter(20)
+        order: list[str] = []
+
+        async def send(name: str, retry: bool = False) -> None:
+            await limiter.acquire(retry=retry)
+            order.append(name)
+
+        tasks = [asyncio.create_task(send(f"first{i}")) for i in range(6)]
+        await asyncio.sleep(0.01)  # first0 is out; first1..5 wait for their slots
+        tasks.append(asyncio.create_task(send("retry", retry=True)))
+        cancelled = asyncio.create_task(send("gone"))
+        await asyncio.sleep(0)
+        cancelled.cancel()  # a caller that gives up frees its place
+        await asyncio.gather(*tasks)
+        return order
+
+    order = asyncio.run(run())
+    assert order[0] == "first0" and order.index("retry") <= 2, order
+    assert sorted(order) == sorted([f"first{i}" for i in range(6)] + ["retry"])
+
+
 @pytest.mark.parametrize("api", ["hive", "nim", "sightengine"])
 def test_vendor_emulators_listen_on_loopback_only(api):
     from servers import free_port, listening_addresses, running

@@ -72,8 +72,8 @@ VENDOR_BACKENDS = ("hive", "nim", "sightengine")
 LOCAL_BATCH = 16
 
 
-# One worker sends a batch's images concurrently and waits for its slowest answer; a large
-# batch keeps the rate limiter busy through those waits (bench/api.py, README).
+# For a vendor API, the calls one worker keeps open (each image's call starts when it is
+# decoded): enough to keep the rate limiter busy through the answers' latency and retries.
 API_BATCH = 128
 
 
@@ -93,7 +93,7 @@ def scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="model directory with model.json (default: the bundled model)")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=f"images per inference batch (default {LOCAL_BATCH} for a local model, "
-                        f"{API_BATCH} images in flight for a vendor API)")
+                        f"{API_BATCH} calls kept open for a vendor API)")
     p.add_argument("--max-pixels", type=positive_int, default=100_000_000, metavar="N",
                    help="images with more pixels become error rows (default 100,000,000)")
     p.add_argument("--max-bytes", type=positive_int, default=64 * 1024 * 1024, metavar="N",

@@ -125,6 +125,12 @@ class WorkerLoop:
             return
         if loop.is_running():
             async def close() -> None:
+                # Calls still running (a job that stopped on a refused key leaves some) end
+                # first, then the clients and sessions they used.
+                running = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
                 for closer in closers:
                     await closer()
                 for session in sessions:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterable
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.utils.windowed_value import WindowedValue
 
 from synthsieve.counters import WOULD_SEND, counter
 from synthsieve.elements import ERRORS, ImageInfo
@@ -149,34 +151,85 @@ class ScoreImages(beam.PTransform):
         return {"scores": rows.scores, "errors": errors}
 
 
-class _ApiResultToRow(beam.DoFn):
-    def __init__(self, model: str, backend: str, run_id: str):
-        self._model = model
-        self._backend = backend
+class _CallApi(beam.DoFn):
+    """(ImageInfo, (bytes, uri)) -> a scores row, or an `api` error row, per image.
+
+    Each image's call starts as soon as the image arrives and its row leaves as soon as the
+    answer is in, whatever happened to the images around it: up to the handler's
+    `max_pending` calls are open at once (the API client's rate limiter and in-flight cap
+    pace the requests themselves). Batching them, as RunInference does, would make every
+    image wait for its batch's slowest answer and leave the rate limit idle meanwhile.
+    Rows carry their own element's window, as they may leave while another element is
+    being processed. A refused key (ApiAuthError) stops the job.
+    """
+
+    def __init__(self, handler: Any, run_id: str):
+        self._handler = handler
         self._run_id = run_id
 
-    def process(self, keyed: tuple[ImageInfo, Any]) -> Iterable[Any]:
-        info, prediction = keyed
-        result = prediction.inference
+    def setup(self) -> None:
+        self._client = self._handler.create_client()
+        self._max_pending = max(1, int(self._handler.max_pending))
+        self._pending: dict[concurrent.futures.Future, tuple[ImageInfo, Any, Any]] = {}
+
+    def start_bundle(self) -> None:
+        self._pending = {}
+
+
+    def process(self, keyed: tuple[ImageInfo, Any], timestamp: Any = beam.DoFn.TimestampParam,
+                window: Any = beam.DoFn.WindowParam) -> Iterable[Any]:
+        info, (data, uri) = keyed
+        future = self._handler.submit(self._client, data, uri)
+        self._pending[future] = (info, timestamp, window)
+        yield from self._finished(wait=len(self._pending) >= self._max_pending)
+
+    def finish_bundle(self) -> Iterable[Any]:
+        while self._pending:
+            yield from self._finished(wait=True)
+
+    def _finished(self, wait: bool) -> Iterable[Any]:
+        """The rows of the calls that are done; with `wait`, of at least one."""
+        done, _ = concurrent.futures.wait(
+            list(self._pending), timeout=None if wait else 0,
+            return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            info, timestamp, window = self._pending.pop(future)
+            try:
+                result = future.result()
+            except BaseException:  # ApiAuthError: the job stops, and so do the other calls
+                self._cancel_pending()
+                raise
+            row = self._row(info, result)
+            value = WindowedValue(row[1], timestamp, (window,))
+            yield value if row[0] is None else beam.pvalue.TaggedOutput(row[0], value)
+
+    def _cancel_pending(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+    def teardown(self) -> None:
+        self._cancel_pending()
+
+    def _row(self, info: ImageInfo, result: Any) -> tuple[str | None, dict[str, Any]]:
         if result.error_type:
-            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
+            return ERRORS, error_row(
                 image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_API,
                 error_type=result.error_type, message=result.message or result.error_type,
-                attempts=result.attempts, http_status=info.http_status, run_id=self._run_id))
-            return
+                attempts=result.attempts, http_status=info.http_status, run_id=self._run_id)
         columns = dict(result.columns)
         vendor_warnings = columns.pop("vendor_warnings", [])
-        row = score_row(info, columns, model=self._model, backend=self._backend,
-                        run_id=self._run_id)
+        row = score_row(info, columns, model=self._handler.model_name,
+                        backend=self._handler.backend_name, run_id=self._run_id)
         row["warnings"] = [*row["warnings"], *vendor_warnings]
-        yield row
+        return None, row
 
 
 class ScoreRemote(beam.PTransform):
     """(ImageInfo, (bytes, uri)) -> {'scores', 'errors'} through a vendor API handler.
 
-    No exception handling around RunInference: per-image failures come back as results and
-    become error rows; what escapes (a rejected API key) must stop the job.
+    Per-image failures come back as results and become error rows; what escapes (a
+    rejected API key) must stop the job.
     """
 
     def __init__(self, handler: ModelHandler, run_id: str):
@@ -190,9 +243,6 @@ class ScoreRemote(beam.PTransform):
         self._run_id = run_id
 
     def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
-        out = (images
-               | "CallApi" >> RunInference(KeyedModelHandler(self._handler))
-               | "ToRows" >> beam.ParDo(_ApiResultToRow(
-                   self._handler.model_name, self._handler.backend_name, self._run_id)
-               ).with_outputs(ERRORS, main="scores"))
+        out = images | "CallApi" >> beam.ParDo(_CallApi(self._handler, self._run_id)
+                                               ).with_outputs(ERRORS, main="scores")
         return {"scores": out.scores, "errors": out[ERRORS]}

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
+import contextvars
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -130,24 +134,47 @@ class RateLimiter:
         self._window = self._n / rate
         self._gap = 0.5 / rate
         self._sent: deque[float] = deque()
-        self._lock = asyncio.Lock()
+        # Waiters by (priority, arrival); one dispatcher hands out the slots in that order.
+        self._waiters: list[tuple[int, int, asyncio.Future[float]]] = []
+        self._arrivals = itertools.count()
+        self._dispatcher: asyncio.Task[None] | None = None
 
-    async def acquire(self) -> float:
-        """Waits for a send slot; returns the time.monotonic() the send was counted at."""
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                while self._sent and now - self._sent[0] >= self._window:
-                    self._sent.popleft()
-                wait = 0.0
-                if len(self._sent) >= self._n:
-                    wait = self._sent[0] + self._window - now
-                if self._sent:
-                    wait = max(wait, self._sent[-1] + self._gap - now)
-                if wait <= 0:
-                    self._sent.append(now)
-                    return now
+    async def acquire(self, retry: bool = False) -> float:
+        """Waits for a send slot; returns the time.monotonic() the send was counted at.
+
+        A retry goes ahead of first attempts that are already waiting: it has waited its
+        backoff once, and the run's last rows are usually retries, so putting them at the
+        back of the queue would only lengthen its tail.
+        """
+        loop = asyncio.get_running_loop()
+        slot: asyncio.Future[float] = loop.create_future()
+        heapq.heappush(self._waiters, (0 if retry else 1, next(self._arrivals), slot))
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = loop.create_task(self._dispatch())
+        return await slot
+
+    async def _dispatch(self) -> None:
+        while self._waiters:
+            now = time.monotonic()
+            while self._sent and now - self._sent[0] >= self._window:
+                self._sent.popleft()
+            wait = 0.0
+            if len(self._sent) >= self._n:
+                wait = self._sent[0] + self._window - now
+            if self._sent:
+                wait = max(wait, self._sent[-1] + self._gap - now)
+            if wait > 0:
                 await asyncio.sleep(wait)
+                continue
+            _, _, slot = heapq.heappop(self._waiters)
+            if slot.done():  # its caller was cancelled: the slot goes to the next one
+                continue
+            self._sent.append(now)
+            slot.set_result(now)
+
+
+# Whether the call running in this task is a retry (read by metered()).
+_RETRYING: contextvars.ContextVar[bool] = contextvars.ContextVar("retrying", default=False)
 
 
 class ApiClient:
@@ -219,6 +246,7 @@ class ApiClient:
         self.images_sent += 1
 
         async def attempt() -> ApiResult:
+            _RETRYING.set(result.attempts > 1)  # this call's own task context
             async with self.in_flight:
                 status, body = await backend.send(self, data, uri)
             result.status = status
@@ -262,8 +290,8 @@ class ApiClient:
     async def metered(self) -> None:
         """Waits for the rate limit; a backend awaits it right before its billed request, so
         that unmetered steps in front of it (NIM's asset upload) cannot bunch the requests
-        the vendor counts."""
-        await self.limiter.acquire()
+        the vendor counts. A retry is served before first attempts."""
+        await self.limiter.acquire(retry=_RETRYING.get())
         self.requests_sent += 1
 
 
@@ -303,7 +331,11 @@ class ApiBackend(abc.ABC):
 
 class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResult, ApiClient]):
     """Beam's RemoteModelHandler over a vendor API: a batch's images are sent concurrently,
-    each with its own retries; RunInference only sees a failure when the job must stop."""
+    each with its own retries; RunInference only sees a failure when the job must stop.
+
+    synthsieve's own jobs do not batch: transforms/score.ScoreRemote submits each image as
+    it comes (`submit`), so that no request waits for the slowest answer of its batch.
+    """
 
     def __init__(self, backend_cls: type[ApiBackend], cfg: ApiConfig, batch_size: int = 32):
         """
@@ -323,9 +355,16 @@ class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResu
         self.api = cfg
         self.backend_name = cfg.backend
         self.model_name = backend_cls.model
+        self.max_pending = batch_size
 
     def create_client(self) -> ApiClient:
         return ApiClient.for_config(self._cfg)
+
+    def submit(self, client: ApiClient, data: bytes,
+               uri: str) -> concurrent.futures.Future[ApiResult]:
+        """Starts one image's call (with its retries) on the client's event loop."""
+        return asyncio.run_coroutine_threadsafe(
+            client.call(self._backend_cls(self._cfg), data, uri), client.loop)
 
     def request(self, batch: Sequence[tuple[bytes, str]], model: ApiClient,
                 inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
