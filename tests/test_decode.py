@@ -172,3 +172,59 @@ def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(monke
     [(info, _)] = list(dofn.process(FetchedImage(ImageRef("file:///ok", "ok"), good, "y")))
     assert (info.width, info.height, info.format) == (64, 48, "PNG")
     released.set()
+
+
+def test_decoding_ahead_keeps_each_images_window_and_still_times_out_a_stalled_one(
+        monkeypatch):
+    """With decode-ahead, images decode in background threads while the stage goes on:
+    each output carries its own element's window (it may leave during a later element),
+    a stalled decode still becomes a timeout row at the limit, and the others are not
+    held back by it."""
+    import threading
+    import time
+
+    from apache_beam.pvalue import TaggedOutput
+    from apache_beam.transforms.window import IntervalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from synthsieve.elements import ERRORS, FetchedImage, ImageRef
+    from synthsieve.provenance import ProvenanceOptions
+    from synthsieve.transforms import decode
+
+    released = threading.Event()
+    real = decode.decode_image
+
+    def stalling(data, *args, **kwargs):
+        if data.startswith(b"STALL"):
+            released.wait(30)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", stalling)
+    dofn = decode._Decode(None, 10_000_000, "run", ProvenanceOptions(), timeout_s=0.5,
+                          ahead=4, workers=2)
+    dofn.setup()
+    dofn.start_bundle()
+    good = encode(photo_like(64, 48), "PNG")
+    outputs = []
+    started = time.perf_counter()
+    try:
+        for i in range(8):
+            data = (b"STALL" + good) if i == 1 else good
+            window = IntervalWindow(i * 10, i * 10 + 10)
+            outputs += list(dofn.process(FetchedImage(ImageRef(f"f{i}", f"id{i}"), data, "x"),
+                                         timestamp=i * 10, window=window))
+        outputs += list(dofn.finish_bundle())
+    finally:
+        released.set()
+    took = time.perf_counter() - started
+    assert len(outputs) == 8 and took < 2.0
+    by_id = {}
+    for out in outputs:
+        tagged = isinstance(out, TaggedOutput)
+        wv = out.value if tagged else out
+        assert isinstance(wv, WindowedValue)
+        image_id = wv.value["image_id"] if tagged else wv.value[0].ref.image_id
+        by_id[image_id] = (tagged, wv.windows[0].start)
+    assert by_id.pop("id1") == (True, 10)  # the stalled one: a timeout row, in its window
+    assert by_id == {f"id{i}": (False, i * 10) for i in range(8) if i != 1}
+    assert [o for o in outputs if isinstance(o, TaggedOutput)][0].tag == ERRORS

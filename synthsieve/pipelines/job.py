@@ -73,13 +73,18 @@ class JobConfig:
     # with roots, local paths a manifest or message names must resolve inside one of them
     local_roots: tuple[str, ...] | None = None
     run_id: str = field(default_factory=new_run_id)
+    # images decoded ahead of scoring (so decode overlaps the model), and how many at once
+    # (None: one per core)
+    decode_ahead: int = 16
+    decode_workers: int | None = None
 
     def chain_settings(self) -> ChainSettings:
         """The settings of the scoring chain (transforms/chain.py) this job runs."""
         return ChainSettings(run_id=self.run_id, max_bytes=self.max_bytes,
                              max_pixels=self.max_pixels,
                              decode_timeout_s=self.decode_timeout_s, http=self.http,
-                             provenance=self.provenance)
+                             provenance=self.provenance, decode_ahead=self.decode_ahead,
+                             decode_workers=self.decode_workers or default_intra_op_threads())
 
 
 def make_handler(backend: str, spec: ModelSpec | WorkerModelSpec, batch_size: int,

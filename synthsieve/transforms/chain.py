@@ -57,6 +57,9 @@ class ChainSettings:
     decode_timeout_s: float
     http: HttpConfig | None = None
     provenance: ProvenanceOptions | None = None
+    # images decoded ahead of scoring, and how many at once (see transforms/decode.py)
+    decode_ahead: int = 1
+    decode_workers: int = 1
 
 
 class ScoreReferences(beam.PTransform):
@@ -119,7 +122,8 @@ class ScoreReferences(beam.PTransform):
         local = handler is not None and not isinstance(handler, RemoteApiModelHandler)
         decoded = images | "Decode" >> DecodeImages(
             self._spec if local else None, s.run_id, max_pixels=s.max_pixels,
-            provenance=s.provenance, timeout_s=s.decode_timeout_s)
+            provenance=s.provenance, timeout_s=s.decode_timeout_s, ahead=s.decode_ahead,
+            workers=s.decode_workers)
         scored = decoded["images"] | "Score" >> score_transform(handler, self._spec, s.run_id)
         out.update(scores=scored["scores"], decode_errors=decoded["errors"],
                    score_errors=scored["errors"])

@@ -7,11 +7,15 @@ The decoding itself is synthsieve/images.py; this module runs it inside Beam.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image
 
 from synthsieve.counters import DECODE_TIMEOUTS, counter
@@ -22,7 +26,7 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.schema import STAGE_DECODE, error_row
 
-__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "DecodeImages", "DecodeTimeout", "within"]
+__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "DecodeImages", "DecodeTimeout"]
 
 # A minute is far past any real image (the slowest of a fuzzed corpus takes a fraction of a
 # second) and leaves room for a slow, shared machine.
@@ -34,66 +38,151 @@ class DecodeTimeout(Exception):
     pass
 
 
-def within(timeout_s: float, work: Callable[[], Any]) -> Any:
-    """work() run in a thread of its own; raises DecodeTimeout if it is not done in time.
+class _Job:
+    """One image's decode in a thread of its own.
 
-    Python cannot stop a thread, so one that overruns is left to finish on its own (it is
-    bounded by --max-pixels and --max-bytes) and its result thrown away; the element gets
-    its error row now. Starting a thread per image costs far less than the decode it guards.
+    Python cannot stop a thread, so one that overruns its time is abandoned: it finishes on
+    its own (bounded by --max-pixels and --max-bytes) and its result is thrown away, while
+    the element gets its error row at the limit. `slots` bounds how many decode at once; an
+    abandoned job's slot is handed back when it is abandoned, so a stuck file cannot starve
+    the others. Starting a thread per image costs far less than the decode it guards.
     """
-    box: dict[str, Any] = {}
 
-    def run() -> None:
+    def __init__(self, item: FetchedImage, work: Callable[[FetchedImage], Any],
+                 slots: threading.Semaphore, timestamp: Any = None, window: Any = None):
+        self.item, self.timestamp, self.window = item, timestamp, window
+        self.started_at: float | None = None
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._slots = slots
+        self._lock = threading.Lock()
+        self._holds_slot = False
+        threading.Thread(target=self._run, args=(work,), name="synthsieve-decode",
+                         daemon=True).start()
+
+    def _run(self, work: Callable[[FetchedImage], Any]) -> None:
+        self._slots.acquire()
+        with self._lock:
+            self._holds_slot = True
+            self.started_at = time.monotonic()
         try:
-            box["value"] = work()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
+            self.value = work(self.item)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the DoFn's thread
+            self.error = e
+        finally:
+            self._release()
+            self.done.set()
 
-    worker = threading.Thread(target=run, name="synthsieve-decode", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise DecodeTimeout(f"decoding took longer than {timeout_s:g} s; abandoned")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    def _release(self) -> None:
+        with self._lock:
+            if self._holds_slot:
+                self._holds_slot = False
+                self._slots.release()
+
+    def overran(self, timeout_s: float, now: float) -> bool:
+        return (not self.done.is_set() and self.started_at is not None
+                and now - self.started_at > timeout_s)
+
+    def abandon(self) -> None:
+        self._release()
+
+    def wait(self, timeout_s: float) -> None:
+        """Until done, overrun, or a short while if it has not started yet."""
+        started = self.started_at
+        limit = 0.05 if started is None else max(0.0, started + timeout_s - time.monotonic())
+        self.done.wait(limit)
 
 
 class _Decode(beam.DoFn):
+    """FetchedImage -> (ImageInfo, payload), or a `decode` error row.
+
+    With `ahead` > 1, up to that many images are decoded ahead, `workers` at a time, while
+    the stage goes on (the model scores the previous batch meanwhile); each row keeps its
+    own element's window, since it may leave while a later element is processed.
+    """
+
     def __init__(self, spec: ModelSpec | None, max_pixels: int, run_id: str,
                  provenance: ProvenanceOptions | None,
-                 timeout_s: float = DEFAULT_DECODE_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_DECODE_TIMEOUT_S, ahead: int = 1,
+                 workers: int = 1):
         self._spec = spec
         self._max_pixels = max_pixels
         self._run_id = run_id
         self._provenance_options = provenance
-        self._provenance: ProvenanceReader | None = None
         self._timeout_s = timeout_s
+        self._ahead = max(1, ahead)
+        self._workers = max(1, workers)
         self._timeouts = counter(DECODE_TIMEOUTS)
 
     def setup(self) -> None:
         # Another library in the worker may have restored Pillow's global limit.
         Image.MAX_IMAGE_PIXELS = None
-        self._new_reader()
+        # Provenance readers are used by one decode at a time; an abandoned decode keeps
+        # its reader, and the next one gets a new reader.
+        self._readers: queue.SimpleQueue[ProvenanceReader] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(self._workers)
+        self._pending: deque[_Job] = deque()
 
-    def _new_reader(self) -> None:
+    def start_bundle(self) -> None:
+        self._pending = deque()
+
+    def process(self, item: FetchedImage, timestamp: Any = beam.DoFn.TimestampParam,
+                window: Any = beam.DoFn.WindowParam) -> Iterable[Any]:
+        self._pending.append(_Job(item, self._work, self._slots, timestamp, window))
+        yield from self._finished(wait=len(self._pending) >= self._ahead)
+
+    def finish_bundle(self) -> Iterable[Any]:
+        while self._pending:
+            yield from self._finished(wait=True)
+
+    def _finished(self, wait: bool) -> Iterable[Any]:
+        """The outputs of the jobs that are done or overran; with `wait`, at least one."""
+        while True:
+            now = time.monotonic()
+            ready = [j for j in self._pending
+                     if j.done.is_set() or j.overran(self._timeout_s, now)]
+            if ready or not wait:
+                break
+            self._pending[0].wait(self._timeout_s)
+        for job in ready:
+            self._pending.remove(job)
+            yield self._output(job, job.done.is_set())
+
+    def _output(self, job: _Job, done: bool) -> Any:
+        if done and job.error is not None:
+            raise job.error
+        value = job.value if done else self._timed_out(job)
+        if self._ahead == 1:  # each element's output leaves while it is processed
+            return value
+        if isinstance(value, beam.pvalue.TaggedOutput):
+            return beam.pvalue.TaggedOutput(value.tag, WindowedValue(
+                value.value, job.timestamp, (job.window,)))
+        return WindowedValue(value, job.timestamp, (job.window,))
+
+    def _timed_out(self, job: _Job) -> beam.pvalue.TaggedOutput:
+        job.abandon()
+        self._timeouts.inc()
+        message = f"decoding took longer than {self._timeout_s:g} s; abandoned"
+        log.warning("%s: %s", job.item.ref.uri, message)
+        return beam.pvalue.TaggedOutput(ERRORS, error_row(
+            image_id=job.item.ref.image_id, uri=job.item.ref.uri, stage=STAGE_DECODE,
+            error_type="timeout", message=message, run_id=self._run_id,
+            http_status=job.item.http_status))
+
+    def _work(self, item: FetchedImage) -> Any:
+        reader = None
         if self._provenance_options is not None:
-            self._provenance = ProvenanceReader(self._provenance_options)
+            try:
+                reader = self._readers.get_nowait()
+            except queue.Empty:
+                reader = ProvenanceReader(self._provenance_options)
+        out = self._decode(item, reader)
+        if reader is not None:
+            self._readers.put(reader)  # only a decode that finished gives its reader back
+        return out
 
-    def process(self, item: FetchedImage) -> Iterable[Any]:
-        try:
-            yield within(self._timeout_s, lambda: self._decode(item))
-        except DecodeTimeout as e:
-            self._timeouts.inc()
-            log.warning("%s: %s", item.ref.uri, e)
-            # The abandoned thread may still be using the reader: the next image gets its own.
-            self._new_reader()
-            yield beam.pvalue.TaggedOutput(ERRORS, error_row(
-                image_id=item.ref.image_id, uri=item.ref.uri, stage=STAGE_DECODE,
-                error_type="timeout", message=str(e), run_id=self._run_id,
-                http_status=item.http_status))
-
-    def _decode(self, item: FetchedImage) -> Any:
+    def _decode(self, item: FetchedImage, reader: ProvenanceReader | None) -> Any:
         """(ImageInfo, payload), or the tagged error row of a file that is not an image."""
         try:
             if self._spec is None:
@@ -110,7 +199,6 @@ class _Decode(beam.DoFn):
                 http_status=item.http_status))
         warnings = list(decoded.warnings)
         provenance = None
-        reader = self._provenance
         if reader is not None and decoded.original is not None:
             provenance, found = reader.read(
                 item.data, decoded.original, decoded.stored_pixels, decoded.format)
@@ -134,7 +222,8 @@ class DecodeImages(beam.PTransform):
     def __init__(self, spec: ModelSpec | None, run_id: str,
                  max_pixels: int = DEFAULT_MAX_PIXELS,
                  provenance: ProvenanceOptions | None = None,
-                 timeout_s: float = DEFAULT_DECODE_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_DECODE_TIMEOUT_S, ahead: int = 1,
+                 workers: int = 1):
         """
         Args:
           spec: the model whose input to prepare, or None to decode only to validate.
@@ -142,6 +231,9 @@ class DecodeImages(beam.PTransform):
           max_pixels: images with more pixels (by their header) are error rows.
           provenance: what provenance to read in the same pass; None reads none.
           timeout_s: an image whose decode and provenance read take longer is a `timeout` row.
+          ahead: how many images may be decoding or decoded ahead of the stage (1: each
+            element is decoded while it is processed).
+          workers: how many of them decode at once.
         """
         super().__init__()
         if max_pixels <= 0:
@@ -153,10 +245,12 @@ class DecodeImages(beam.PTransform):
         self._run_id = run_id
         self._max_pixels = max_pixels
         self._provenance = provenance
+        self._ahead = ahead
+        self._workers = workers
 
     def expand(self, images: beam.PCollection) -> dict[str, beam.PCollection]:
         out = images | "Decode" >> beam.ParDo(
             _Decode(self._spec, self._max_pixels, self._run_id, self._provenance,
-                    self._timeout_s)
+                    self._timeout_s, self._ahead, self._workers)
         ).with_outputs(ERRORS, main="images")
         return {"images": out.images, "errors": out[ERRORS]}
