@@ -121,3 +121,8 @@ def test_readme_links_to_docs_that_exist():
     assert {"docs/output.md", "docs/model-contract.md", "docs/taxonomy.md",
             "docs/layout.md"} <= linked
     assert [p for p in linked if not (ROOT / p).exists()] == []
+
+
+def test_readme_has_each_section_once():
+    headings = re.findall(r"^#{2,3} .+$", (ROOT / "README.md").read_text(), re.M)
+    assert [h for h in set(headings) if headings.count(h) > 1] == []
