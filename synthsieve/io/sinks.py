@@ -19,7 +19,7 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -35,7 +35,7 @@ from synthsieve.io.filesystems import use_gcs_emulator_credentials
 
 __all__ = [
     "ERRORS_DIR", "ROWS_PER_BATCH", "SCORES_DIR", "WriteTable", "WriteWindowedTable",
-    "read_run_table", "run_shards", "shard_name", "window_dir", "write_shard",
+    "iter_run_batches", "read_run_table", "run_shards", "shard_name", "window_dir", "write_shard",
 ]
 
 SCORES_DIR = "scores"
@@ -65,6 +65,15 @@ def read_run_table(out_dir: str, table: str, run_id: str, columns: list[str]) ->
             tables.append(pq.read_table(fh, columns=columns))
     return pa.concat_tables(tables) if tables else pa.table(
         {c: pa.array([], type=pa.null()) for c in columns})
+
+
+def iter_run_batches(out_dir: str, table: str, run_id: str, columns: list[str],
+                     batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """The columns of what one run wrote to one table, a bounded batch at a time: a
+    summary of a run of millions of rows must not hold them all."""
+    for match in FileSystems.match([run_shards(out_dir, table, run_id)])[0].metadata_list:
+        with FileSystems.open(match.path) as fh:
+            yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 class _WriteShards(beam.DoFn):

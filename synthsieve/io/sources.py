@@ -391,7 +391,8 @@ class ExpandSources(beam.PTransform):
     """
 
     def __init__(self, sources: list[str], run_id: str,
-                 local_roots: tuple[str, ...] | None = None, local_runner: bool = False):
+                 local_roots: tuple[str, ...] | None = None, local_runner: bool = False,
+                 spread: bool = True):
         """
         Args:
           sources: directories, globs, object-store prefixes or manifests (.csv, .jsonl,
@@ -400,11 +401,15 @@ class ExpandSources(beam.PTransform):
           local_roots: when given, the only directories a manifest may name local files in.
           local_runner: the job runs in this process (a directory with subdirectories is then
             listed per subdirectory, without a Reshuffle).
+          spread: Reshuffle listed files over the workers. False when one worker runs every
+            stage: the lazily listed files then stream straight into reading and scoring,
+            and memory does not grow with the listing.
         """
         super().__init__()
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
         self._local_roots = local_roots
+        self._spread = spread
         # A local directory with subdirectories, on the local runner, is listed as one
         # pattern per subdirectory, which the runner spreads over its threads: no Reshuffle,
         # which would hold every ref in memory (bench/memory.py).
@@ -428,7 +433,7 @@ class ExpandSources(beam.PTransform):
         )
         if not manifest_patterns:
             # no Flatten: on the DirectRunner it is a stage that holds every ref
-            refs = (from_files if self._by_subdirectory
+            refs = (from_files if self._by_subdirectory or not self._spread
                     else from_files | "Spread" >> beam.Reshuffle())
             return {"refs": refs, "errors": p | "NoManifestErrors" >> beam.Create([])}
         manifests = (

@@ -28,13 +28,13 @@ from synthsieve.io.sinks import (
     ERRORS_DIR,
     SCORES_DIR,
     WriteTable,
-    read_run_table,
+    iter_run_batches,
     run_shards,
     write_shard,
 )
 from synthsieve.io.sources import ExpandSources
 from synthsieve.pipelines.job import Job, JobConfig, set_up_job
-from synthsieve.runners.choice import fuses_stages, is_local
+from synthsieve.runners.choice import fuses_stages, is_local, one_worker_in_process
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
 from synthsieve.transforms.chain import ScoreReferences
 from synthsieve.transforms.progress import ReportProgress
@@ -62,7 +62,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, job: Job) -> None:
     producer of rows."""
     run_id = cfg.run_id
     sources = ExpandSources(cfg.sources, run_id, local_roots=cfg.local_roots,
-                            local_runner=is_local(p.options))
+                            local_runner=is_local(p.options),
+                            spread=not one_worker_in_process(p.options))
     src = p | "Sources" >> sources
     refs, bad_rows = src["refs"], src["errors"]
     if cfg.resume:
@@ -91,58 +92,69 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, job: Job) -> None:
                                              commit_rows=cfg.commit_rows))
 
 
-def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
-    """Non-null values of one column and how often each occurs, sorted by value."""
-    counts = pc.value_counts(table.column(column).drop_null()).to_pylist() \
-        if table.num_rows else []
-    return dict(sorted((c["values"], c["counts"]) for c in counts))
+class _Tally:
+    """Counts of each column's values and of error messages, fed a batch at a time."""
+
+    def __init__(self, columns: tuple[str, ...]):
+        self.rows = 0
+        self.values: dict[str, dict[str, int]] = {c: {} for c in columns}
+        self.messages: dict[tuple[str, str, str], int] = {}
+        self.examples: dict[tuple[str, str, str], str] = {}
+
+    def add(self, batch: pa.RecordBatch, messages: bool = False) -> None:
+        self.rows += batch.num_rows
+        for column, counts in self.values.items():
+            for c in pc.value_counts(batch.column(column).drop_null()).to_pylist():
+                counts[c["values"]] = counts.get(c["values"], 0) + c["counts"]
+        if messages:
+            for uri, stage, kind, message in zip(*(batch.column(c).to_pylist() for c in (
+                    "uri", "stage", "error_type", "message")), strict=True):
+                text = (message or "").replace(uri, "{uri}") if uri else (message or "")
+                key = (stage, kind, text)
+                self.messages[key] = self.messages.get(key, 0) + 1
+                self.examples.setdefault(key, uri)
+
+    def counts(self, column: str) -> dict[str, int]:
+        """Non-null values of one column and how often each occurs, sorted by value."""
+        return dict(sorted(self.values[column].items()))
 
 
 TOP_ERRORS = 3
 
 
-def top_errors(errors: pa.Table, k: int = TOP_ERRORS) -> list[dict[str, Any]]:
+def top_errors(tally: _Tally, k: int = TOP_ERRORS) -> list[dict[str, Any]]:
     """The k most common error messages, with each row's own URI replaced by {uri} so that
     "cannot read a.jpg: not found" and "cannot read b.jpg: not found" count as one."""
-    if not errors.num_rows:
-        return []
-    counts: dict[tuple[str, str, str], int] = {}
-    example: dict[tuple[str, str, str], str] = {}
-    for uri, stage, kind, message in zip(*(errors.column(c).to_pylist() for c in (
-            "uri", "stage", "error_type", "message")), strict=True):
-        text = (message or "").replace(uri, "{uri}") if uri else (message or "")
-        key = (stage, kind, text)
-        counts[key] = counts.get(key, 0) + 1
-        example.setdefault(key, uri)
-    best = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    best = sorted(tally.messages.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     return [{"count": n, "stage": st, "error_type": et, "message": msg[:300],
-             "example_uri": example[(st, et, msg)]} for (st, et, msg), n in best]
+             "example_uri": tally.examples[(st, et, msg)]} for (st, et, msg), n in best]
 
 
 def summarize(cfg: AuditConfig, model_id: str | None, backend: str,
               counters: dict[str, int] | None, wall_s: float) -> dict[str, Any]:
     """Counts what the run actually wrote, so the summary checks the invariant on disk.
     `accounted_for` is None (JSON null) when the inputs could not be counted."""
-    # Counted in Arrow: a million-row run is a million values, not a million dicts.
-    scores = read_run_table(cfg.out_dir, SCORES_DIR, cfg.run_id,
-                            ["verdict", "evidence_verdict", "provenance_source"])
-    errors = read_run_table(cfg.out_dir, ERRORS_DIR, cfg.run_id,
-                            ["uri", "stage", "error_type", "message"])
-    verdicts = _value_counts(scores, "verdict")
-    by_stage = _value_counts(errors, "stage")
-    done = scores.num_rows + errors.num_rows
+    # Counted in Arrow, a bounded batch at a time: a run of millions of rows is never held.
+    scores = _Tally(("verdict", "evidence_verdict", "provenance_source"))
+    for batch in iter_run_batches(cfg.out_dir, SCORES_DIR, cfg.run_id, list(scores.values)):
+        scores.add(batch)
+    errors = _Tally(("stage", "error_type"))
+    for batch in iter_run_batches(cfg.out_dir, ERRORS_DIR, cfg.run_id,
+                                  ["uri", "stage", "error_type", "message"]):
+        errors.add(batch, messages=True)
+    done = scores.rows + errors.rows
     inputs = counted_inputs(counters, done)
     return {
         "run_id": cfg.run_id,
         "inputs": inputs,
-        "scores": scores.num_rows,
-        "errors": errors.num_rows,
-        "errors_by_stage": by_stage,
-        "errors_by_type": _value_counts(errors, "error_type"),
+        "scores": scores.rows,
+        "errors": errors.rows,
+        "errors_by_stage": errors.counts("stage"),
+        "errors_by_type": errors.counts("error_type"),
         "top_errors": top_errors(errors),
-        "verdicts": verdicts,
-        "evidence_verdicts": _value_counts(scores, "evidence_verdict"),
-        "provenance_sources": _value_counts(scores, "provenance_source"),
+        "verdicts": scores.counts("verdict"),
+        "evidence_verdicts": scores.counts("evidence_verdict"),
+        "provenance_sources": scores.counts("provenance_source"),
         "accounted_for": None if inputs is None else inputs == done,
         "skipped_by_resume": (counters or {}).get(RESUME_SKIPPED, 0),
         "duplicate_bytes_scored_once": (counters or {}).get(DUPLICATE_BYTES, 0),

@@ -18,8 +18,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 __all__ = [
     "LOCAL_RUNNER_NAMES", "RunnerUnavailable", "UnsafeRunnerMode", "fuses_stages", "is_local",
-    "local_runner", "names_dask", "with_local_defaults", "workers_elsewhere",
-    "workers_per_machine",
+    "local_runner", "names_dask", "one_worker_in_process", "with_local_defaults",
+    "workers_elsewhere", "workers_per_machine",
 ]
 
 LOCAL_RUNNER_NAMES = (None, "DirectRunner", "direct", "SwitchingDirectRunner",
@@ -116,6 +116,17 @@ def with_local_defaults(pipeline_args: list[str]) -> list[str]:
             "passes 10 MB between stages (bench/fnapi_data_loss.py); use multi_processing "
             "for several local workers")
     return args
+
+
+def one_worker_in_process(options: PipelineOptions) -> bool:
+    """True for the local batch runner with one in-memory worker: every stage then runs in
+    this process's one worker thread, so spreading elements over workers gains nothing and
+    a Reshuffle would only hold the whole input in memory."""
+    if not is_local(options) or names_dask(options):
+        return False
+    direct = options.view_as(DirectOptions)
+    return (int(direct.direct_num_workers or 1) == 1
+            and direct.direct_running_mode in (None, "in_memory"))
 
 
 def workers_per_machine(options: PipelineOptions) -> int:
