@@ -75,3 +75,30 @@ def test_a_directory_split_by_subdirectory_lists_exactly_what_the_recursive_list
     (flat / "only").mkdir(parents=True)
     assert split_directory(f"{flat}/**") is None  # one subdirectory: nothing to spread
     assert split_directory("s3://bucket/prefix/**") is None
+
+
+def test_a_local_directory_is_listed_lazily_with_the_files_beams_listing_gives(tmp_path):
+    """iter_matching walks a local directory with os.scandir (a million names in one flat
+    directory are never held at once) and lists what Beam's own listing lists."""
+    import os
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from synthsieve.io.sources import iter_matching
+
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for name in ("top.png", "a/one.jpg", "a/b/two.webp", "a/b/.hidden.png"):
+        (root / name).write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "far.png").write_bytes(b"x")
+    os.symlink(outside, root / "link-to-dir")  # not followed
+    os.symlink(root / "top.png", root / "a" / "link-to-file.png")  # a file
+    pattern = f"{root}/**"
+    listed = iter_matching(pattern)
+    assert not isinstance(listed, list | tuple | set)  # a generator, read as it goes
+    beams = {m.path for m in FileSystems.match([pattern])[0].metadata_list}
+    assert set(listed) == beams == {str(root / n) for n in (
+        "top.png", "a/one.jpg", "a/b/two.webp", "a/b/.hidden.png", "a/link-to-file.png")}

@@ -123,6 +123,11 @@ def iter_matching(pattern: str) -> Iterator[str]:
             if not entry.is_dir():  # as os.walk sorts them: links to files are files
                 yield entry.path
         return
+    root = pattern[:-3]
+    if ("://" not in pattern and pattern.endswith("/**") and not _GLOB_CHARS.search(root)
+            and Path(root).is_dir()):
+        yield from _walk_files(root)
+        return
     fs = FileSystems.get_filesystem(pattern)
     if not _GLOB_CHARS.search(pattern):
         if fs.exists(pattern):
@@ -138,6 +143,33 @@ def iter_matching(pattern: str) -> Iterator[str]:
     for metadata in fs._list(list_root):  # noqa: SLF001  (lazy listing, see docstring)
         if regex.match(metadata.path):
             yield metadata.path
+
+
+def _walk_files(root: str) -> Iterator[str]:
+    """Every file under a local directory, one at a time.
+
+    Beam's local listing (os.walk) builds each directory's whole list of names first: a
+    flat directory of a million files is a million names in memory. os.scandir's iterator
+    is read as it goes. As os.walk does, links to directories are not followed and links
+    to files are files.
+    """
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = os.scandir(directory)
+        except OSError:  # unreadable, or gone since it was listed: os.walk skips it too
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                if not is_dir:
+                    yield entry.path
+                elif not entry.is_symlink():
+                    pending.append(entry.path)
 
 
 def lists_nothing(pattern: str) -> bool:
