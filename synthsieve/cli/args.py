@@ -9,7 +9,7 @@ import os
 import sys
 import typing as t
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from synthsieve.models import DEFAULT_MODEL_DIR
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_BATCH", "LOCAL_BATCH", "VENDOR_BACKENDS", "OneLineParser", "api_arguments",
+    "job_settings",
     "api_config", "batch_size", "http_arguments", "http_config", "local_roots",
     "model_and_provenance", "non_negative_int", "number", "out_dir_problem", "positive_float",
     "positive_int", "provenance_arguments", "provenance_options", "rate", "refuse",
@@ -26,7 +27,7 @@ __all__ = [
 
 
 def refuse(command: str, message: str, code: int = 2) -> int:
-    """Prints the one line a user mistake gets and returns its exit code."""
+    """Says why on stderr, in one `synthsieve COMMAND: ...` line; returns the exit code."""
     print(f"synthsieve {command}: {message}", file=sys.stderr)
     return code
 
@@ -85,6 +86,19 @@ def batch_size(args: argparse.Namespace) -> int:
 
 def local_roots(args: argparse.Namespace) -> tuple[str, ...] | None:
     return tuple(args.local_root) if args.local_root else None
+
+
+def job_settings(args: argparse.Namespace, provenance: ProvenanceOptions | None,
+                 api: Any) -> dict[str, Any]:
+    """The JobConfig fields that audit and stream take from their shared options."""
+    settings: dict[str, Any] = dict(
+        out_dir=args.out, model_dir=args.model, backend=args.backend, api=api,
+        batch_size=batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
+        decode_timeout_s=args.decode_timeout, intra_op_threads=args.ort_threads,
+        http=http_config(args), provenance=provenance, local_roots=local_roots(args))
+    if args.run_id:
+        settings["run_id"] = args.run_id
+    return settings
 
 
 def scoring_arguments(p: argparse.ArgumentParser) -> None:

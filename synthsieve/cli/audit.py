@@ -12,10 +12,8 @@ from synthsieve.cli.args import (
     VENDOR_BACKENDS,
     api_arguments,
     api_config,
-    batch_size,
     http_arguments,
-    http_config,
-    local_roots,
+    job_settings,
     model_and_provenance,
     out_dir_problem,
     positive_int,
@@ -101,21 +99,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         api = api_config(args)
     except ValueError as e:
         return refuse("audit", str(e))
-    cfg = AuditConfig(
-        sources=list(args.sources), out_dir=args.out, model_dir=args.model,
-        batch_size=batch_size(args), max_pixels=args.max_pixels, max_bytes=args.max_bytes,
-        decode_timeout_s=args.decode_timeout,
-        local_roots=local_roots(args),
-        intra_op_threads=args.ort_threads, http=http_config(args), resume=args.resume,
-        backend=args.backend, commit_rows=args.commit_every,
-        api=api, dry_run=args.dry_run, provenance=provenance,
-    )
     if args.dry_run and args.backend not in VENDOR_BACKENDS:
-        print("synthsieve audit: --dry-run is for vendor backends (hive, nim, sightengine)",
-              file=sys.stderr)
-        return 2
-    if args.run_id:
-        cfg.run_id = args.run_id
+        return refuse("audit", "--dry-run is for vendor backends (hive, nim, sightengine)")
+    cfg = AuditConfig(sources=list(args.sources), resume=args.resume,
+                      commit_rows=args.commit_every, dry_run=args.dry_run,
+                      **job_settings(args, provenance, api))
     from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
     from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode
 
@@ -139,12 +127,10 @@ def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
         print(f"synthsieve audit: {e['count']} x {e['stage']}/{e['error_type']}: "
               f"{e['message']}", file=sys.stderr)
     if summary["accounted_for"] is None:
-        print("synthsieve audit: the runner's counters could not be read, so whether every "
-              "input got a row is unknown (summary.json: accounted_for null)", file=sys.stderr)
-        return 5
+        return refuse("audit", "the runner's counters could not be read, so whether every "
+                      "input got a row is unknown (summary.json: accounted_for null)", 5)
     if not summary["accounted_for"]:
-        print("synthsieve audit: inputs != scores + errors; see summary.json", file=sys.stderr)
-        return 1
+        return refuse("audit", "inputs != scores + errors; see summary.json", 1)
     inputs, errors = summary["inputs"], summary["errors"]
     if inputs == 0 and summary.get("skipped_by_resume"):
         return 0  # --resume found every input already done
@@ -153,8 +139,6 @@ def audit_exit_code(summary: dict, max_error_rate: float | None) -> int:
     if errors == inputs:
         return refuse("audit", f"every input failed ({errors} error rows)", 4)
     if max_error_rate is not None and errors / inputs > max_error_rate:
-        print(f"synthsieve audit: {errors} of {inputs} inputs failed "
-              f"({errors / inputs:.1%}), above --max-error-rate {max_error_rate}",
-              file=sys.stderr)
-        return 4
+        return refuse("audit", f"{errors} of {inputs} inputs failed ({errors / inputs:.1%}), "
+                      f"above --max-error-rate {max_error_rate}", 4)
     return 0

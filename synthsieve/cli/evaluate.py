@@ -8,10 +8,10 @@ from pathlib import Path
 from synthsieve.cli.args import (
     http_arguments,
     http_config,
+    model_and_provenance,
     positive_float,
     positive_int,
     provenance_arguments,
-    provenance_options,
     refuse,
 )
 from synthsieve.models import DEFAULT_MODEL_DIR
@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated robustness conditions (default: all of "
                         f"{', '.join(CONDITIONS)})")
     e.add_argument("--batch-size", type=positive_int, default=16, metavar="N")
+    e.set_defaults(backend="onnx")  # eval measures the local model (the shared checks read it)
     e.add_argument("--decode-timeout", type=positive_float, default=60.0, metavar="S",
                    help="an image whose decode and provenance read take longer becomes a "
                         "`timeout` error row (default 60 s)")
@@ -51,7 +52,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from synthsieve.inference.spec import ModelSpec, ModelSpecError
     from synthsieve.io.sources import SourceError, check_manifest, classify_source
     from synthsieve.pipelines.evaluate import EvalConfig, run_eval
 
@@ -61,20 +61,16 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             raise SourceError(f"{args.manifest} is not a manifest (.csv, .jsonl, .parquet)")
         if "://" not in pattern and Path(pattern).is_file():
             check_manifest(pattern)
-        spec = ModelSpec.load(args.model)
-    except (SourceError, ModelSpecError) as e:
+    except SourceError as e:
         return refuse("eval", str(e))
-    if not Path(spec.model_path).is_file():
-        return refuse("eval", f"{spec.model_path} is missing; run `synthsieve fetch-model`")
-    try:
-        provenance = provenance_options(args)
-    except OSError as e:
-        return refuse("eval", f"--c2pa-trust-anchors: {e}")
+    loaded = model_and_provenance("eval", args, beam_args)
+    if loaded is None:
+        return 2
     cfg = EvalConfig(manifest=args.manifest, out_dir=args.out, model_dir=args.model,
                      label_column=args.label_column, group_column=args.group_column,
                      conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
                      batch_size=args.batch_size, http=http_config(args),
-                     decode_timeout_s=args.decode_timeout, provenance=provenance)
+                     decode_timeout_s=args.decode_timeout, provenance=loaded[1])
     try:
         report = run_eval(cfg, beam_args)
     except ValueError as e:

@@ -10,10 +10,8 @@ import sys
 from synthsieve.cli.args import (
     api_arguments,
     api_config,
-    batch_size,
     http_arguments,
-    http_config,
-    local_roots,
+    job_settings,
     model_and_provenance,
     positive_float,
     provenance_arguments,
@@ -92,8 +90,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.pipelines.stream import StreamConfig, run_stream
 
     if args.dry_run or args.max_requests:
-        print("synthsieve stream: --dry-run and --max-requests are for audit", file=sys.stderr)
-        return 2
+        return refuse("stream", "--dry-run and --max-requests are for audit")
     for name, value, kind in (("--subscription", args.subscription, "subscriptions"),
                               ("--flag-topic", args.flag_topic, "topics"),
                               ("--dead-letter-topic", args.dead_letter_topic, "topics")):
@@ -101,9 +98,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         if problem:
             return refuse("stream", f"{name} {value}: {problem}")
     if args.window <= 0 or not 10 <= args.lease <= 600:
-        print("synthsieve stream: --window must be positive and --lease within 10..600 s "
-              "(Pub/Sub's range)", file=sys.stderr)
-        return 2
+        return refuse("stream", "--window must be positive and --lease within 10..600 s "
+                      "(Pub/Sub's range)")
     loaded = model_and_provenance("stream", args, beam_args)
     if loaded is None:
         return 2
@@ -112,17 +108,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     except ValueError as e:
         return refuse("stream", str(e))
     cfg = StreamConfig(
-        subscription=args.subscription, out_dir=args.out, flag_topic=args.flag_topic,
-        dead_letter_topic=args.dead_letter_topic, window_s=args.window, model_dir=args.model,
-        backend=args.backend, batch_size=batch_size(args), max_pixels=args.max_pixels,
-        max_bytes=args.max_bytes, intra_op_threads=args.ort_threads, http=http_config(args),
-        decode_timeout_s=args.decode_timeout,
-        local_roots=local_roots(args),
-        provenance=loaded[1], api=api, lease_s=args.lease,
-        source_lost_after_s=args.source_lost_after,
-        ack_after_commit=args.ack_after_commit)
-    if args.run_id:
-        cfg.run_id = args.run_id
+        subscription=args.subscription, flag_topic=args.flag_topic,
+        dead_letter_topic=args.dead_letter_topic, window_s=args.window, lease_s=args.lease,
+        source_lost_after_s=args.source_lost_after, ack_after_commit=args.ack_after_commit,
+        **job_settings(args, loaded[1], api))
     from synthsieve.inference.remote import ApiKeyMissing
 
     try:

@@ -146,7 +146,6 @@ class WorkerLoop:
         if thread is None or not thread.is_alive():
             loop.close()
 
-
     @classmethod
     def session(cls, cfg: HttpConfig) -> aiohttp.ClientSession:
         loop = cls.get()

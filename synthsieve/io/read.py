@@ -17,6 +17,7 @@ from synthsieve.elements import ERRORS, FetchedImage, ImageRef
 from synthsieve.exception_chain import causes
 from synthsieve.io.filesystems import open_for_read, use_gcs_emulator_credentials
 from synthsieve.io.http import HttpClient, HttpConfig, HttpResult
+from synthsieve.io.retry import Outcome
 from synthsieve.schema import STAGE_FETCH, STAGE_READ, error_row
 
 __all__ = ["DEFAULT_MAX_BYTES", "FetchImages", "is_http", "read_file"]
@@ -57,11 +58,12 @@ def _classify(exc: BaseException) -> str:
     return "io_error"
 
 
-@dataclasses.dataclass
-class _ReadResult:
+@dataclasses.dataclass(kw_only=True)
+class _ReadResult(Outcome):
+    """One object read through FileSystems: one attempt, no HTTP status."""
+
+    attempts: int = 1
     data: bytes | None = None
-    error_type: str | None = None
-    message: str | None = None
 
 
 def read_file(uri: str, max_bytes: int) -> _ReadResult:
@@ -129,9 +131,8 @@ class _FetchBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(ERRORS, error_row(
                     image_id=ref.image_id, uri=ref.uri,
                     stage=STAGE_FETCH if http else STAGE_READ, error_type=result.error_type,
-                    message=result.message or result.error_type,
-                    attempts=result.attempts if http else 1,
-                    http_status=result.status if http else None, run_id=self._run_id))
+                    message=result.message or result.error_type, attempts=result.attempts,
+                    http_status=result.status, run_id=self._run_id))
             return
         self._bytes_read.inc(len(result.data))
         sha = hashlib.sha256(result.data).hexdigest()

@@ -58,12 +58,10 @@ def run_shards(out_dir: str, table: str, run_id: str) -> str:
 
 
 def read_run_table(out_dir: str, table: str, run_id: str, columns: list[str]) -> pa.Table:
-    """The columns of what one run wrote to one table (an empty table if nothing)."""
-    tables = []
-    for match in FileSystems.match([run_shards(out_dir, table, run_id)])[0].metadata_list:
-        with FileSystems.open(match.path) as fh:
-            tables.append(pq.read_table(fh, columns=columns))
-    return pa.concat_tables(tables) if tables else pa.table(
+    """The columns of what one run wrote to one table (an empty table if nothing), whole:
+    for small runs (an eval's labelled set); a summary reads iter_run_batches instead."""
+    batches = list(iter_run_batches(out_dir, table, run_id, columns))
+    return pa.Table.from_batches(batches) if batches else pa.table(
         {c: pa.array([], type=pa.null()) for c in columns})
 
 

@@ -176,7 +176,7 @@ class Job:
 
     def thresholds(self) -> dict[str, float] | None:
         """The verdict thresholds in force, when this process knows them."""
-        if isinstance(self.handler, RemoteApiModelHandler) and self.handler.api is not None:
+        if isinstance(self.handler, RemoteApiModelHandler):
             return {"ai_generated": self.handler.api.threshold_ai,
                     "not_ai_generated": self.handler.api.threshold_not_ai}
         if self.handler is not None and isinstance(self.spec, ModelSpec):

@@ -136,9 +136,5 @@ class ScoreReferences(beam.PTransform):
         return out
 
     @classmethod
-    def scores(cls, out: dict[str, beam.PCollection]) -> list[beam.PCollection]:
-        return [out[name] for name in cls.SCORES if name in out]
-
-    @classmethod
     def errors(cls, out: dict[str, beam.PCollection]) -> list[beam.PCollection]:
         return [out[name] for name in cls.ERRORS if name in out]

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 from PIL import Image
 
 from synthsieve.counters import DECODE_TIMEOUTS, counter
@@ -25,17 +24,14 @@ from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.schema import STAGE_DECODE, error_row
+from synthsieve.transforms.windowing import in_window
 
-__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "DecodeImages", "DecodeTimeout"]
+__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "DecodeImages"]
 
 # A minute is far past any real image (the slowest of a fuzzed corpus takes a fraction of a
 # second) and leaves room for a slow, shared machine.
 DEFAULT_DECODE_TIMEOUT_S = 60.0
 log = logging.getLogger("synthsieve.decode")
-
-
-class DecodeTimeout(Exception):
-    pass
 
 
 class _Job:
@@ -155,10 +151,7 @@ class _Decode(beam.DoFn):
         value = job.value if done else self._timed_out(job)
         if self._ahead == 1:  # each element's output leaves while it is processed
             return value
-        if isinstance(value, beam.pvalue.TaggedOutput):
-            return beam.pvalue.TaggedOutput(value.tag, WindowedValue(
-                value.value, job.timestamp, (job.window,)))
-        return WindowedValue(value, job.timestamp, (job.window,))
+        return in_window(value, job.timestamp, job.window)
 
     def _timed_out(self, job: _Job) -> beam.pvalue.TaggedOutput:
         job.abandon()

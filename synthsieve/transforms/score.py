@@ -8,7 +8,6 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
-from apache_beam.utils.windowed_value import WindowedValue
 
 from synthsieve.counters import WOULD_SEND, counter
 from synthsieve.elements import ERRORS, ImageInfo
@@ -16,6 +15,7 @@ from synthsieve.inference.outputs import interpret
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.provenance import evidence_verdict, provenance_source
 from synthsieve.schema import STAGE_API, STAGE_INFERENCE, empty_score_row, error_row, now_utc
+from synthsieve.transforms.windowing import in_window
 
 __all__ = ["ScoreImages", "ScoreRemote", "SkipScoring", "score_row"]
 
@@ -175,7 +175,6 @@ class _CallApi(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = {}
 
-
     def process(self, keyed: tuple[ImageInfo, Any], timestamp: Any = beam.DoFn.TimestampParam,
                 window: Any = beam.DoFn.WindowParam) -> Iterable[Any]:
         info, (data, uri) = keyed
@@ -199,9 +198,7 @@ class _CallApi(beam.DoFn):
             except BaseException:  # ApiAuthError: the job stops, and so do the other calls
                 self._cancel_pending()
                 raise
-            row = self._row(info, result)
-            value = WindowedValue(row[1], timestamp, (window,))
-            yield value if row[0] is None else beam.pvalue.TaggedOutput(row[0], value)
+            yield in_window(self._output(info, result), timestamp, window)
 
     def _cancel_pending(self) -> None:
         for future in self._pending:
@@ -211,18 +208,19 @@ class _CallApi(beam.DoFn):
     def teardown(self) -> None:
         self._cancel_pending()
 
-    def _row(self, info: ImageInfo, result: Any) -> tuple[str | None, dict[str, Any]]:
+    def _output(self, info: ImageInfo, result: Any) -> Any:
+        """The scores row, or the tagged `api` error row, of one answered call."""
         if result.error_type:
-            return ERRORS, error_row(
+            return beam.pvalue.TaggedOutput(ERRORS, error_row(
                 image_id=info.ref.image_id, uri=info.ref.uri, stage=STAGE_API,
                 error_type=result.error_type, message=result.message or result.error_type,
-                attempts=result.attempts, http_status=info.http_status, run_id=self._run_id)
+                attempts=result.attempts, http_status=info.http_status, run_id=self._run_id))
         columns = dict(result.columns)
         vendor_warnings = columns.pop("vendor_warnings", [])
         row = score_row(info, columns, model=self._handler.model_name,
                         backend=self._handler.backend_name, run_id=self._run_id)
         row["warnings"] = [*row["warnings"], *vendor_warnings]
-        return None, row
+        return row
 
 
 class ScoreRemote(beam.PTransform):

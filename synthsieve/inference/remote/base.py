@@ -351,26 +351,25 @@ class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResu
                          retry_filter=lambda e: False)
         self._batching_kwargs = {"min_batch_size": 1, "max_batch_size": batch_size}
         self._backend_cls = backend_cls
-        self._cfg = cfg
-        self.api = cfg
+        self.api = cfg  # the vendor API's settings (thresholds included)
         self.backend_name = cfg.backend
         self.model_name = backend_cls.model
         self.max_pending = batch_size
 
     def create_client(self) -> ApiClient:
-        return ApiClient.for_config(self._cfg)
+        return ApiClient.for_config(self.api)
 
     def submit(self, client: ApiClient, data: bytes,
                uri: str) -> concurrent.futures.Future[ApiResult]:
         """Starts one image's call (with its retries) on the client's event loop."""
         return asyncio.run_coroutine_threadsafe(
-            client.call(self._backend_cls(self._cfg), data, uri), client.loop)
+            client.call(self._backend_cls(self.api), data, uri), client.loop)
 
     def request(self, batch: Sequence[tuple[bytes, str]], model: ApiClient,
                 inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
         async def run() -> list[ApiResult]:
             return await asyncio.gather(*(
-                model.call(self._backend_cls(self._cfg), data, uri) for data, uri in batch))
+                model.call(self._backend_cls(self.api), data, uri) for data, uri in batch))
 
         try:
             results = asyncio.run_coroutine_threadsafe(run(), model.loop).result()
