@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from synthsieve.inference.precision import integer_weight_nodes, shift_weights
 
 __all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "has_exact_u8s8",
            "signed_weights", "uint8_weight_nodes"]
@@ -69,31 +70,11 @@ def choose_kernel(environ: dict[str, str] | None = None,
 
 def uint8_weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The integer matrix products whose constant weights are stored as UINT8."""
-    inits = {i.name: i for i in model.graph.initializer}
-    return [n for n in model.graph.node
-            if n.op_type in ("MatMulInteger", "ConvInteger") and n.input[1] in inits
-            and inits[n.input[1]].data_type == onnx.TensorProto.UINT8]
+    return integer_weight_nodes(model, np.uint8)
 
 
 def signed_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model with its UINT8 weights stored as INT8 (-128, zero point -128).
-
-    The inverse of precision.unsigned_weights: every product (w - zero) keeps its value;
-    only the kernel ONNX Runtime picks changes. A weight without a constant zero point is
-    left as it is (its zero is 0, which has no INT8 counterpart 128 below it).
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer}
-    shifted: set[str] = set()
-    for node in uint8_weight_nodes(out):
-        weight = node.input[1]
-        zero = node.input[3] if len(node.input) > 3 else ""
-        if zero not in inits or inits[zero].data_type != onnx.TensorProto.UINT8:
-            continue
-        for name in (weight, zero):
-            if name not in shifted:
-                value = numpy_helper.to_array(inits[name]).astype(np.int16) - 128
-                inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.int8), name))
-                shifted.add(name)
-    return out
+    """The same model with its UINT8 weights stored as INT8 (-128, zero point -128): the
+    inverse of precision.unsigned_weights. A weight without a constant zero point is left
+    as it is (its zero is 0, which has no INT8 counterpart 128 below it)."""
+    return shift_weights(model, np.uint8, np.int8, missing_zero="keep")

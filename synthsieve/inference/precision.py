@@ -25,8 +25,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 __all__ = [
-    "FP16_KEEP_FLOAT32", "PrecisionError", "dequantize_dynamic", "float_graph", "to_fp16",
-    "unsigned_weights",
+    "FP16_KEEP_FLOAT32", "PrecisionError", "dequantize_dynamic", "float_graph",
+    "integer_weight_nodes", "shift_weights", "to_fp16", "unsigned_weights",
 ]
 
 # Kept in float32 under --fp16: LayerNorm's variance (Pow, ReduceMean) and the final L2 norm
@@ -66,6 +66,43 @@ def _prune(graph: onnx.GraphProto) -> None:
         graph.initializer.remove(init)
 
 
+def integer_weight_nodes(model: onnx.ModelProto, dtype: type) -> list[onnx.NodeProto]:
+    """The integer matrix products whose constant weights are stored as `dtype`."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [n for n in model.graph.node
+            if n.op_type in ("MatMulInteger", "ConvInteger") and n.input[1] in inits
+            and numpy_helper.to_array(inits[n.input[1]]).dtype == dtype]
+
+
+def shift_weights(model: onnx.ModelProto, source: type, target: type,
+                  missing_zero: str) -> onnx.ModelProto:
+    """A copy of `model` whose `source`-typed integer weights and their zero points are
+    stored as `target` (INT8 <-> UINT8, shifted by 128): every product (w - zero) keeps its
+    value; only the kernels ONNX Runtime picks for it change.
+
+    A weight without a constant zero point cannot absorb the shift: `missing_zero` "raise"
+    refuses the model (PrecisionError), "keep" leaves that weight as it is.
+    """
+    out = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {i.name: i for i in out.graph.initializer}
+    delta = 128 if np.dtype(target) == np.uint8 else -128
+    shifted: set[str] = set()
+    for node in integer_weight_nodes(out, source):
+        weight = node.input[1]
+        zero = node.input[3] if len(node.input) > 3 else ""
+        if zero not in inits or numpy_helper.to_array(inits[zero]).dtype != source:
+            if missing_zero == "raise":
+                raise PrecisionError(f"{node.name}: {np.dtype(source)} weights without a "
+                                     "constant zero point")
+            continue
+        for name in (weight, zero):
+            if name not in shifted:
+                value = numpy_helper.to_array(inits[name]).astype(np.int16) + delta
+                inits[name].CopyFrom(numpy_helper.from_array(value.astype(target), name))
+                shifted.add(name)
+    return out
+
+
 def unsigned_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """The same model with its INT8 weights stored as UINT8 (+128, zero point +128).
 
@@ -74,23 +111,7 @@ def unsigned_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     lanes (vpmaddubsw), so its results depend on the CPU (a deep product can be far off
     its exact value). UINT8 x UINT8 is widened first and
     exact, so the model computes the ONNX definition on every CPU and on GPUs alike."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    inits = {i.name: i for i in model.graph.initializer}
-    shifted: set[str] = set()
-    for node in model.graph.node:
-        if node.op_type not in ("MatMulInteger", "ConvInteger"):
-            continue
-        weight = node.input[1]
-        zero = node.input[3] if len(node.input) > 3 else ""
-        if weight not in inits or numpy_helper.to_array(inits[weight]).dtype != np.int8:
-            continue
-        if zero not in inits:  # +128 without a zero point to absorb it would change values
-            raise PrecisionError(f"{node.name}: INT8 weights without a constant zero point")
-        for name in (weight, zero):
-            if name not in shifted:
-                value = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
-                inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.uint8), name))
-                shifted.add(name)
+    model = shift_weights(model, np.int8, np.uint8, missing_zero="raise")
     onnx.checker.check_model(model)
     return model
 
