@@ -246,3 +246,33 @@ def test_api_rows_leave_as_answers_come_and_keep_their_own_window(monkeypatch):
                 assert_that(rows["errors"], equal_to([]), label="no errors")
         finally:
             close_http()
+
+
+def test_the_handler_also_serves_beams_run_inference(monkeypatch):
+    """synthsieve's jobs submit calls one by one; the handler still works as a Beam
+    RemoteModelHandler for a user's own RunInference."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from synthsieve.inference.remote import ApiConfig
+    from synthsieve.inference.remote.base import RemoteApiModelHandler
+    from synthsieve.inference.remote.hive import HiveBackend
+    from synthsieve.io.http import close_http
+
+    monkeypatch.setenv("HIVE_API_KEY", KEY)
+    data = encode(photo_like(40, 40), "PNG")
+    with serve_app(make_app(KEY, Faults())) as url:
+        cfg = ApiConfig(backend="hive", url=url + PATH, key_env=("HIVE_API_KEY",),
+                        rate_per_s=200)
+        handler = RemoteApiModelHandler(HiveBackend, cfg, batch_size=4)
+        try:
+            with beam.Pipeline() as p:
+                verdicts = (p
+                            | beam.Create([(data, f"mem://{i}.png") for i in range(6)])
+                            | RunInference(handler)
+                            | beam.Map(lambda r: (r.inference.error_type,
+                                                  r.inference.columns["verdict"] is not None)))
+                assert_that(verdicts, equal_to([(None, True)] * 6))
+        finally:
+            close_http()

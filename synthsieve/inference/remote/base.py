@@ -367,13 +367,13 @@ class RemoteApiModelHandler(RemoteModelHandler[tuple[bytes, str], PredictionResu
 
     def request(self, batch: Sequence[tuple[bytes, str]], model: ApiClient,
                 inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
-        async def run() -> list[ApiResult]:
-            return await asyncio.gather(*(
-                model.call(self._backend_cls(self.api), data, uri) for data, uri in batch))
-
+        """RunInference's batch: every image submitted at once; raises ApiAuthError."""
+        calls = [self.submit(model, data, uri) for data, uri in batch]
         try:
-            results = asyncio.run_coroutine_threadsafe(run(), model.loop).result()
+            results = [call.result() for call in calls]
         except ApiAuthError as e:
+            for call in calls:
+                call.cancel()
             log.error("%s", e)
             raise
         return [PredictionResult(None, r) for r in results]
