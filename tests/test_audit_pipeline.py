@@ -208,6 +208,26 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, tiny_model, capsys):
     assert "model.json" in capsys.readouterr().err
 
 
+def test_uri_column_names_the_manifests_path_column(tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(2):
+        (d / f"{i}.png").write_bytes(encode(photo_like(40, 40, seed=i), "PNG"))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,path,caption\na,imgs/0.png,first\nb,imgs/1.png,second\n")
+    out = tmp_path / "out"
+    assert audit(str(manifest), "--out", str(out), "--backend", "none") == 2
+    assert "(--uri-column NAME names another)" in capsys.readouterr().err
+    assert audit(str(manifest), "--out", str(out), "--backend", "none",
+                 "--uri-column", "path") == 0
+    scores = {r["image_id"]: r for r in read_table(out, "scores").to_pylist()}
+    assert scores["a"]["uri"] == str(d / "0.png") and scores["b"]["uri"] == str(d / "1.png")
+    assert dict(scores["b"]["extra"]) == {"caption": "second"}
+    assert audit(str(manifest), "--out", str(tmp_path / "o2"), "--backend", "none",
+                 "--uri-column", "file") == 2
+    assert "needs a 'file' column" in capsys.readouterr().err
+
+
 def test_backend_none_reads_and_decodes_without_a_model(tmp_path):
     expected = write_corpus(tmp_path / "corpus")
     out = tmp_path / "out"

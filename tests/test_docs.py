@@ -126,3 +126,21 @@ def test_readme_links_to_docs_that_exist():
 def test_readme_has_each_section_once():
     headings = re.findall(r"^#{2,3} .+$", (ROOT / "README.md").read_text(), re.M)
     assert [h for h in set(headings) if headings.count(h) > 1] == []
+
+
+def test_every_command_option_has_help_text_and_help_renders_clean():
+    import argparse
+
+    from synthsieve.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bare = {}
+    for name, sub in commands.choices.items():
+        missing = [a.option_strings[0] if a.option_strings else a.dest for a in sub._actions
+                   if not a.help and not isinstance(a, argparse._HelpAction)]
+        if missing:
+            bare[name] = missing
+        text = sub.format_help()
+        assert "%%" not in text and "%(" not in text, name
+    assert bare == {}

@@ -15,7 +15,9 @@ from outputs import rows
 from servers import ImageHttpServer
 
 from synthsieve.cli import main
+from synthsieve.elements import FetchedImage, ImageRef
 from synthsieve.io import http as fetch_http
+from synthsieve.io import read as read_module
 from synthsieve.io.http import (
     HttpClient,
     HttpConfig,
@@ -217,3 +219,30 @@ def test_dns_answer_changing_between_lookups_never_reaches_loopback(server, monk
     assert (result.error_type, result.attempts) == ("forbidden_address", 2)
     assert "127.0.0.1 is a loopback address" in result.message
     assert server.hits == {}, "the rebound name reached the loopback server"
+
+
+def test_one_worker_shares_reads_of_nearby_uris_and_rereads_far_ones(server, loopback_only,
+                                                                     monkeypatch):
+    """The in-process reader keeps no per-URI state beyond its recent reads: a repeat among
+    them shares the read, a repeat further apart is read again, and every reference gets its
+    own image either way."""
+    monkeypatch.setattr(read_module, "RECENT_URIS", 2)
+    fetch = read_module._FetchBatch("run-nearby", 1_000_000, HttpConfig(
+        max_bytes=1_000_000, allow_private_networks=True), share_recent=True)
+    fetch.setup()
+    try:
+        def refs(name: str, path: str) -> tuple[str, list[ImageRef]]:
+            return server.url(path), [ImageRef(uri=server.url(path), image_id=name, extra=None)]
+
+        good, png, optout = "/img/good.jpg", "/img/good.png", "/img/optout_a.png"
+        out = list(fetch.process([refs("a", good), refs("b", good)]))  # same batch
+        out += list(fetch.process([refs("c", good)]))  # just read
+        assert server.hits[good] == 1
+        out += list(fetch.process([refs("d", png), refs("e", optout)]))  # good falls out
+        out += list(fetch.process([refs("f", good)]))
+        assert server.hits[good] == 2
+    finally:
+        fetch.teardown()
+    images = [o for o in out if isinstance(o, FetchedImage)]
+    assert [i.ref.image_id for i in images] == ["a", "b", "c", "d", "e", "f"]
+    assert len({i.sha256 for i in images if i.ref.uri.endswith(good)}) == 1

@@ -16,8 +16,10 @@ from synthsieve.inference.kernels import (
     U8U8,
     choose_kernel,
     has_exact_u8s8,
+    signed_graph_file,
     signed_weights,
     uint8_weight_nodes,
+    write_signed_graph,
 )
 from synthsieve.inference.precision import unsigned_weights
 
@@ -67,6 +69,30 @@ def test_signed_weights_undo_unsigned_weights_exactly():
     assert np.array_equal(*run)
 
 
+def test_the_signed_graph_written_at_install_is_used_only_while_the_model_is_unchanged(
+        tmp_path):
+    import os
+
+    import onnxruntime as ort
+
+    model_path = tmp_path / "model.onnx"
+    onnx.save(unsigned_weights(_int8_matmul_model()), str(model_path))
+    assert signed_graph_file(model_path) is None  # nothing written yet
+    written = write_signed_graph(model_path)
+    assert written is not None and signed_graph_file(model_path) == written
+    x = np.linspace(-1, 2, 8, dtype=np.float32)[None]
+    from_file = ort.InferenceSession(str(written)).run(None, {"x": x})[0]
+    in_memory = ort.InferenceSession(signed_weights(onnx.load(str(model_path)))
+                                     .SerializeToString()).run(None, {"x": x})[0]
+    assert np.array_equal(from_file, in_memory)
+    st = model_path.stat()
+    os.utime(model_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert signed_graph_file(model_path) is None  # a replaced model: derive again
+    signed_only = tmp_path / "signed.onnx"
+    onnx.save(_int8_matmul_model(), str(signed_only))
+    assert write_signed_graph(signed_only) is None  # already signed: nothing to derive
+
+
 def _with_embedding_output(model_dir: Path, out: Path) -> Path:
     """A copy of the model directory whose graph also outputs the encoder's embedding."""
     from synthsieve.models.assemble import ENCODER_OUTPUT
@@ -98,14 +124,19 @@ def test_u8s8_and_u8u8_give_identical_embeddings_and_scores_on_the_sample(
             continue
     assert len(images) >= 5
     outputs = {}
-    for kernel in (U8U8, U8S8):
+    # u8s8 derived at load, then from the file fetch-model writes
+    for run, kernel in ((U8U8, U8U8), (U8S8, U8S8), ("u8s8 file", U8S8)):
+        if run == "u8s8 file":
+            write_signed_graph(Path(spec.model_path))
+            assert signed_graph_file(Path(spec.model_path)) is not None
         monkeypatch.setenv(ENV, kernel)
         handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2)
         model = handler.load_model()
         assert model.kernel == kernel
-        outputs[kernel] = [r.inference for r in handler.run_inference(images, model)]
+        outputs[run] = [r.inference for r in handler.run_inference(images, model)]
         model.close()
-    for a, b in zip(outputs[U8U8], outputs[U8S8], strict=True):
-        assert set(a) >= {ENCODER_OUTPUT, spec.ai_output}
-        for name in a:
-            assert np.array_equal(a[name], b[name]), name
+    for run in (U8S8, "u8s8 file"):
+        for a, b in zip(outputs[U8U8], outputs[run], strict=True):
+            assert set(a) >= {ENCODER_OUTPUT, spec.ai_output}
+            for name in a:
+                assert np.array_equal(a[name], b[name]), (run, name)

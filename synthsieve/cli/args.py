@@ -20,6 +20,7 @@ __all__ = [
     "API_BATCH", "LOCAL_BATCH", "VENDOR_BACKENDS", "OneLineParser", "api_arguments",
     "job_settings",
     "api_config", "batch_size", "http_arguments", "http_config", "local_roots",
+    "uri_column_argument", "uri_columns",
     "model_and_provenance", "non_negative_int", "number", "out_dir_problem", "positive_float",
     "positive_int", "provenance_arguments", "provenance_options", "rate", "refuse",
     "scoring_arguments",
@@ -82,6 +83,18 @@ def batch_size(args: argparse.Namespace) -> int:
     if args.batch_size:
         return args.batch_size
     return API_BATCH if args.backend in VENDOR_BACKENDS else LOCAL_BATCH
+
+
+def uri_column_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--uri-column", default=None, metavar="NAME",
+                   help="the manifest column that holds each image's URI or path (default: "
+                        "uri, else url)")
+
+
+def uri_columns(args: argparse.Namespace) -> tuple[str, ...]:
+    from synthsieve.io.sources import URI_COLUMNS
+
+    return (args.uri_column,) if args.uri_column else URI_COLUMNS
 
 
 def local_roots(args: argparse.Namespace) -> tuple[str, ...] | None:

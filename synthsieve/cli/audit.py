@@ -21,6 +21,8 @@ from synthsieve.cli.args import (
     rate,
     refuse,
     scoring_arguments,
+    uri_column_argument,
+    uri_columns,
 )
 
 __all__ = ["EXIT_CODES", "add_parser", "audit_exit_code", "run"]
@@ -49,7 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    a.add_argument("sources", nargs="+", metavar="SOURCE")
+    a.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a directory, glob, gs:// or s3:// prefix, or a manifest (.csv, "
+                        ".jsonl, .parquet)")
     a.add_argument("--out", required=True, metavar="DIR",
                    help="output directory: scores/, errors/ and summary.json go here")
     scoring_arguments(a)
@@ -58,6 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "run that dies keeps what it did and --resume does only the rest")
     a.add_argument("--resume", action="store_true",
                    help="skip inputs whose image_id already has a row in DIR (any earlier run)")
+    uri_column_argument(a)
     a.add_argument("--local-root", action="append", default=None, metavar="DIR",
                    help="local files a manifest names must lie under DIR (repeatable; after "
                         "`..` and symbolic links are resolved): for manifests from others. "
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         for s in args.sources:
             kind, pattern = classify_source(s)
             if kind == "manifest" and "://" not in pattern and Path(pattern).is_file():
-                check_manifest(pattern)
+                check_manifest(pattern, uri_columns(args))
             elif kind == "files" and "://" not in pattern and lists_nothing(pattern):
                 raise SourceError(f"{s} lists no file")
     except SourceError as e:
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return refuse("audit", str(e))
     if args.dry_run and args.backend not in VENDOR_BACKENDS:
         return refuse("audit", "--dry-run is for vendor backends (hive, nim, sightengine)")
-    cfg = AuditConfig(sources=list(args.sources), resume=args.resume,
+    cfg = AuditConfig(sources=list(args.sources), uri_columns=uri_columns(args),
+                      resume=args.resume,
                       commit_rows=args.commit_every, dry_run=args.dry_run,
                       **job_settings(args, provenance, api))
     from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing

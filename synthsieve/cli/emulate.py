@@ -14,11 +14,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "for tests and benchmarks, with fault switches; or the "
                                    "Pub/Sub gRPC API (clients set "
                                    "PUBSUB_EMULATOR_HOST=127.0.0.1:PORT).")
-    e.add_argument("api", choices=("hive", "nim", "sightengine", "pubsub"))
-    e.add_argument("--port", type=int, required=True)
+    e.add_argument("api", choices=("hive", "nim", "sightengine", "pubsub"),
+                   help="which service to emulate")
+    e.add_argument("--port", type=int, required=True, help="the port on 127.0.0.1")
     e.add_argument("--key", default="emulator-key",
                    help="the API key it accepts (sightengine: api_user:api_secret)")
-    e.add_argument("--latency-ms", type=float, default=0.0)
+    e.add_argument("--latency-ms", type=float, default=0.0, metavar="MS",
+                   help="how long each answer takes (default: 0)")
     e.add_argument("--rate-limit", type=float, default=0.0, metavar="R",
                    help="requests/s before answering 429 with Retry-After (0: none)")
     e.add_argument("--error-rate", type=float, default=0.0, help="share of 503 answers")

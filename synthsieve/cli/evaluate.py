@@ -13,6 +13,8 @@ from synthsieve.cli.args import (
     positive_int,
     provenance_arguments,
     refuse,
+    uri_column_argument,
+    uri_columns,
 )
 from synthsieve.models import DEFAULT_MODEL_DIR
 
@@ -28,21 +30,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Runs the audit pipeline on a labelled manifest (label ai/real or 1/0) as-is and "
             "under robustness conditions, and writes DIR/eval.json and DIR/eval.html: "
-            "ROC-AUC, AP, TPR at 1%% and 5%% FPR, accuracy/precision/recall at the model "
+            "ROC-AUC, AP, TPR at 1% and 5% FPR, accuracy/precision/recall at the model "
             "card's thresholds, calibration, and breakdowns by generator, format and size. "
             "The last line printed is the ROC-AUC. Other --options go to Beam."
         ),
     )
-    e.add_argument("manifest", metavar="MANIFEST")
-    e.add_argument("--out", required=True, metavar="DIR")
-    e.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
-    e.add_argument("--label-column", default="label")
+    e.add_argument("manifest", metavar="MANIFEST",
+                   help="a CSV, JSONL or Parquet manifest with a uri and a label column")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="where eval.json, eval.html and the rows scored go")
+    e.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
+                   help="the model directory to measure (default: the bundled model)")
+    uri_column_argument(e)
+    e.add_argument("--label-column", default="label", metavar="NAME",
+                   help="the column holding ai/real or 1/0 (default: label)")
     e.add_argument("--group-column", default=None,
                    help="column naming the generator (or any group) for per-group recall")
     e.add_argument("--conditions", default=",".join(CONDITIONS),
                    help=f"comma-separated robustness conditions (default: all of "
                         f"{', '.join(CONDITIONS)})")
-    e.add_argument("--batch-size", type=positive_int, default=16, metavar="N")
+    e.add_argument("--batch-size", type=positive_int, default=16, metavar="N",
+                   help="images per model call where the model allows batches (default: 16)")
     e.set_defaults(backend="onnx")  # eval measures the local model (the shared checks read it)
     e.add_argument("--decode-timeout", type=positive_float, default=60.0, metavar="S",
                    help="an image whose decode and provenance read take longer becomes a "
@@ -60,7 +68,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         if kind != "manifest":
             raise SourceError(f"{args.manifest} is not a manifest (.csv, .jsonl, .parquet)")
         if "://" not in pattern and Path(pattern).is_file():
-            check_manifest(pattern)
+            check_manifest(pattern, uri_columns(args))
     except SourceError as e:
         return refuse("eval", str(e))
     loaded = model_and_provenance("eval", args, beam_args)
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     cfg = EvalConfig(manifest=args.manifest, out_dir=args.out, model_dir=args.model,
                      label_column=args.label_column, group_column=args.group_column,
+                     uri_columns=uri_columns(args),
                      conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
                      batch_size=args.batch_size, http=http_config(args),
                      decode_timeout_s=args.decode_timeout, provenance=loaded[1])

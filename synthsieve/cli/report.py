@@ -22,10 +22,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "against pixels, errors by stage and type, prefixes and hosts by AI share; with "
             "PREVIOUS_DIR, what changed verdict. Each image counts once (its latest row)."),
     )
-    a.add_argument("audit_dir", metavar="AUDIT_DIR")
-    a.add_argument("previous_dir", nargs="?", default=None, metavar="PREVIOUS_DIR")
-    a.add_argument("--out", required=True, metavar="FILE")
-    a.add_argument("--format", choices=("html", "json"), default="html")
+    a.add_argument("audit_dir", metavar="AUDIT_DIR", help="an audit's --out directory")
+    a.add_argument("previous_dir", nargs="?", default=None, metavar="PREVIOUS_DIR",
+                   help="an earlier audit of the same inputs to compare with")
+    a.add_argument("--out", required=True, metavar="FILE", help="the page (or JSON) to write")
+    a.add_argument("--format", choices=("html", "json"), default="html",
+                   help="one self-contained HTML page, or the same figures as JSON "
+                        "(default: html)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,10 +23,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "TO/<scheme>/<bucket>/<path> through Beam's FileSystems; re-running skips what "
             "is already there. Nothing is deleted without --apply move."),
     )
-    a.add_argument("audit_dir", metavar="AUDIT_DIR")
-    a.add_argument("--out", required=True, metavar="DIR")
-    a.add_argument("--policy", default=None, metavar="YAML")
-    a.add_argument("--apply", choices=("copy", "move"), default=None)
+    a.add_argument("audit_dir", metavar="AUDIT_DIR", help="an audit's --out directory")
+    a.add_argument("--out", required=True, metavar="DIR",
+                   help="where kept.jsonl, removed.jsonl and summary.json go")
+    a.add_argument("--policy", default=None, metavar="YAML",
+                   help="which images to remove (default: evidence_verdict ai_generated, "
+                        "or provenance that says AI; README, Scrubbing)")
+    a.add_argument("--apply", choices=("copy", "move"), default=None,
+                   help="copy or move each removed object to --to (default: a dry run "
+                        "that only writes the lists)")
     a.add_argument("--to", default=None, metavar="URI", help="the quarantine location")
 
 

@@ -37,10 +37,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "pulling and waits for what is in flight. Honours PUBSUB_EMULATOR_HOST. Other "
             "--options go to Beam (--runner ...)."),
     )
-    a.add_argument("--subscription", required=True, metavar="projects/P/subscriptions/S")
-    a.add_argument("--out", required=True, metavar="DIR")
-    a.add_argument("--flag-topic", default=None, metavar="projects/P/topics/T")
-    a.add_argument("--dead-letter-topic", default=None, metavar="projects/P/topics/T")
+    a.add_argument("--subscription", required=True, metavar="projects/P/subscriptions/S",
+                   help="the Pub/Sub subscription to pull image references from")
+    a.add_argument("--out", required=True, metavar="DIR",
+                   help="where the scores and errors tables go, one Parquet file per window")
+    a.add_argument("--flag-topic", default=None, metavar="projects/P/topics/T",
+                   help="publish one message per AI-generated image here (default: none)")
+    a.add_argument("--dead-letter-topic", default=None, metavar="projects/P/topics/T",
+                   help="publish one message per error row here (default: none)")
     a.add_argument("--window", type=positive_float, default=60.0, metavar="S",
                    help="seconds per Parquet window (default 60)")
     a.add_argument("--run-for", type=positive_float, default=None, metavar="S",

@@ -8,14 +8,19 @@ pairs of products in saturating 16-bit lanes, so the result depends on the CPU. 
 (AVX512-VNNI, AVX-VNNI) or AMX the U8S8 products are accumulated in 32 bits, exactly; there
 the signed graph computes the same numbers faster.
 
-So a session is given the signed graph, derived in memory from the shipped one when it is
-loaded, only where the CPU has those instructions. `SYNTHSIEVE_INT8_KERNEL` overrides the
-choice: `u8u8` forces the exact-everywhere kernels (what an AVX2-only CPU gets), `u8s8`
-forces the signed ones (to see what they do on a CPU without VNNI), `auto` is the default.
+So a session is given the signed graph only where the CPU has those instructions. The
+signed graph is derived from the shipped one at install time (`synthsieve fetch-model`
+writes it beside the model as `model.u8s8.onnx`, see write_signed_graph) or, when that file
+is missing or older than the model, in memory when the model is loaded: a parse and rewrite
+of the whole graph that every worker process would otherwise pay at start.
+`SYNTHSIEVE_INT8_KERNEL` overrides the choice: `u8u8` forces the exact-everywhere kernels
+(what an AVX2-only CPU gets), `u8s8` forces the signed ones (to see what they do on a CPU
+without VNNI), `auto` is the default.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -26,7 +31,7 @@ import onnx
 from synthsieve.inference.precision import integer_weight_nodes, shift_weights
 
 __all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "has_exact_u8s8",
-           "signed_weights", "uint8_weight_nodes"]
+           "signed_graph_file", "signed_weights", "uint8_weight_nodes", "write_signed_graph"]
 
 ENV = "SYNTHSIEVE_INT8_KERNEL"
 U8U8, U8S8 = "u8u8", "u8s8"
@@ -78,3 +83,39 @@ def signed_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     inverse of precision.unsigned_weights. A weight without a constant zero point is left
     as it is (its zero is 0, which has no INT8 counterpart 128 below it)."""
     return shift_weights(model, np.uint8, np.int8, missing_zero="keep")
+
+
+def _signed_paths(model_path: Path) -> tuple[Path, Path]:
+    """The derived graph beside the model, and the stamp saying which model it came from."""
+    stem = model_path.with_suffix("")
+    return stem.with_suffix(f".{U8S8}.onnx"), stem.with_suffix(f".{U8S8}.json")
+
+
+def _stamp(model_path: Path) -> dict[str, int]:
+    st = model_path.stat()
+    return {"source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def write_signed_graph(model_path: Path) -> Path | None:
+    """Writes the signed graph of `model_path` beside it, with a stamp of the model it was
+    derived from; None when the model has no UINT8 weights (nothing to derive)."""
+    model = onnx.load(str(model_path))
+    if not uint8_weight_nodes(model):
+        return None
+    graph, stamp = _signed_paths(model_path)
+    part = graph.with_suffix(".onnx.part")
+    part.write_bytes(signed_weights(model).SerializeToString())
+    os.replace(part, graph)
+    stamp.write_text(json.dumps(_stamp(model_path)))
+    return graph
+
+
+def signed_graph_file(model_path: Path) -> Path | None:
+    """The signed graph written by write_signed_graph, when it was derived from the model
+    file as it is now (same size and modification time); else None."""
+    graph, stamp = _signed_paths(model_path)
+    try:
+        fresh = json.loads(stamp.read_text()) == _stamp(model_path) and graph.is_file()
+    except (OSError, ValueError):
+        return None
+    return graph if fresh else None

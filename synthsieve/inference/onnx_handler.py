@@ -24,6 +24,7 @@ from synthsieve.inference.kernels import (
     U8S8,
     U8U8,
     choose_kernel,
+    signed_graph_file,
     signed_weights,
     uint8_weight_nodes,
 )
@@ -160,9 +161,12 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
     def _graph(self, path: Path) -> tuple[str | bytes, str]:
         """(the graph to load, the integer kernels it gets): the model file, or on a CPU
         whose U8S8 kernels are exact, the same graph with signed weights
-        (inference/kernels.py), derived here in memory."""
+        (inference/kernels.py), as written at install time or else derived here in memory."""
         if self._providers != ["CPUExecutionProvider"] or choose_kernel() != U8S8:
             return str(path), U8U8
+        derived = signed_graph_file(path)
+        if derived is not None:
+            return str(derived), U8S8
         model = onnx.load(str(path))
         if not uint8_weight_nodes(model):
             return str(path), U8U8

@@ -27,9 +27,9 @@ from synthsieve.schema import STAGE_READ, error_row
 
 __all__ = [
     "MANIFEST_SUFFIXES", "MAX_ROW_CHARS", "MAX_ROW_GROUP_BYTES", "MAX_URI_CHARS",
-    "READABLE_SCHEMES", "ExpandSources", "SourceError", "check_manifest", "classify_source",
-    "image_id_for", "iter_matching", "lists_nothing", "local_path_refusal", "manifest_format",
-    "outside_local_roots", "resolve_roots", "split_directory", "validate_uri",
+    "READABLE_SCHEMES", "URI_COLUMNS", "ExpandSources", "SourceError", "check_manifest",
+    "classify_source", "image_id_for", "iter_matching", "lists_nothing", "local_path_refusal",
+    "manifest_format", "outside_local_roots", "resolve_roots", "split_directory", "validate_uri",
 ]
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -37,6 +37,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 # FileSystems reads gs, s3 and local files; http(s) is fetched with aiohttp.
 READABLE_SCHEMES = ("gs", "s3", "file", "http", "https")
 MAX_URI_CHARS = 4096
+URI_COLUMNS = ("uri", "url")  # a manifest's URI column, unless --uri-column names another
 # One manifest row (a URI and its extra columns, such as a caption): a longer line or field
 # is that row's error, not a line read whole into memory. Real manifest rows are far shorter.
 MAX_ROW_CHARS = 1 << 20
@@ -263,9 +264,11 @@ def outside_local_roots(path: str, local_roots: tuple[str, ...] | None) -> str |
 class _ReadManifest(beam.DoFn):
     """One manifest file -> ImageRefs (and error rows for unusable rows)."""
 
-    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None):
+    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None = None,
+                 uri_columns: tuple[str, ...] = URI_COLUMNS):
         self._run_id = run_id
         self._local_roots = resolve_roots(local_roots)
+        self._uri_columns = uri_columns
 
     def setup(self) -> None:
         use_gcs_emulator_credentials()
@@ -275,7 +278,8 @@ class _ReadManifest(beam.DoFn):
         fmt = manifest_format(path)
         read = 0
         try:
-            for row_number, row in enumerate(_iter_manifest_rows(path, fmt), start=1):
+            rows = _iter_manifest_rows(path, fmt, self._uri_columns)
+            for row_number, row in enumerate(rows, start=1):
                 read = row_number
                 yield from self._to_ref(path, base, row_number, row)
         except Exception as e:  # noqa: BLE001 - a corrupt manifest is an error row, not a crash
@@ -294,7 +298,7 @@ class _ReadManifest(beam.DoFn):
                 image_id=image_id_for(where), uri=where, stage=STAGE_READ,
                 error_type="invalid_manifest_row", message=str(row), run_id=self._run_id))
             return
-        uri_key = "uri" if "uri" in row else "url"
+        uri_key = next((c for c in self._uri_columns if c in row), self._uri_columns[0])
         raw_uri = row.get(uri_key)
         uri = _stringify(raw_uri) or ""
         raw_id = _stringify(row.get("id"))
@@ -322,13 +326,14 @@ class _ReadManifest(beam.DoFn):
         yield ImageRef(uri=uri, image_id=raw_id or image_id_for(uri), extra=extra or None)
 
 
-def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] | Exception]:
+def _iter_manifest_rows(path: str, fmt: str | None, uri_columns: tuple[str, ...] = URI_COLUMNS
+                        ) -> Iterator[dict[str, Any] | Exception]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             pf = pq.ParquetFile(fh)
-            _check_columns(path, pf.schema_arrow.names)
+            _check_columns(path, pf.schema_arrow.names, uri_columns)
             for group in range(pf.metadata.num_row_groups):
                 meta = pf.metadata.row_group(group)
                 if meta.total_byte_size > MAX_ROW_GROUP_BYTES:
@@ -342,7 +347,7 @@ def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] |
     with FileSystems.open(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
         if fmt == "csv":
-            yield from _csv_rows(path, text)
+            yield from _csv_rows(path, text, uri_columns)
             return
         checked = False
         for line_number, line in enumerate(_bounded_lines(text), start=1):
@@ -360,17 +365,18 @@ def _iter_manifest_rows(path: str, fmt: str | None) -> Iterator[dict[str, Any] |
             if not isinstance(row, dict):
                 yield ValueError(f"line {line_number} is not a JSON object")
                 continue
-            if not checked and ("uri" in row or "url" in row):
+            if not checked and any(c in row for c in uri_columns):
                 checked = True
             elif not checked:
-                yield ValueError(f"line {line_number} has neither a 'uri' nor a 'url' field")
+                yield ValueError(f"line {line_number} has no {_either(uri_columns)} field")
                 continue
             yield row
 
 
-def _csv_rows(path: str, text: io.TextIOWrapper) -> Iterator[dict[str, Any] | Exception]:
+def _csv_rows(path: str, text: io.TextIOWrapper, uri_columns: tuple[str, ...]
+              ) -> Iterator[dict[str, Any] | Exception]:
     reader = csv.DictReader(text)
-    _check_columns(path, reader.fieldnames or [])
+    _check_columns(path, reader.fieldnames or [], uri_columns)
     while True:
         try:
             row = next(reader)
@@ -399,32 +405,61 @@ def _bounded_lines(text: io.TextIOWrapper) -> Iterator[str | None]:
         yield None
 
 
-def check_manifest(path: str) -> None:
-    """Fails fast on a manifest without a uri/url column (reads only its header)."""
+def check_manifest(path: str, uri_columns: tuple[str, ...] = URI_COLUMNS) -> None:
+    """Fails fast on a manifest without its uri column (reads only its header)."""
     fmt = manifest_format(path)
     if fmt == "jsonl":
         return  # per-line: a line without the field becomes its own error row
-    for _ in _iter_manifest_rows(path, fmt):
+    for _ in _iter_manifest_rows(path, fmt, uri_columns):
         return
 
 
-def _check_columns(path: str, names: list[str]) -> None:
-    if "uri" not in names and "url" not in names:
+def _either(columns: tuple[str, ...]) -> str:
+    return " or ".join(f"'{c}'" for c in columns)
+
+
+def _check_columns(path: str, names: list[str], uri_columns: tuple[str, ...]) -> None:
+    if not any(c in names for c in uri_columns):
+        hint = "" if uri_columns != URI_COLUMNS else " (--uri-column NAME names another)"
         raise SourceError(
-            f"manifest {path} needs a 'uri' or 'url' column; it has {', '.join(names) or 'none'}"
-        )
+            f"manifest {path} needs a {_either(uri_columns)} column{hint}; it has "
+            f"{', '.join(names) or 'none'}")
+
+
+class _ListOrRead(beam.DoFn):
+    """(files | manifest, pattern) -> ImageRefs, and error rows of unusable manifest rows:
+    both kinds in one DoFn, so that one worker streams them on without a Flatten."""
+
+    def __init__(self, run_id: str, local_roots: tuple[str, ...] | None,
+                 uri_columns: tuple[str, ...]):
+        self._files = _ListFiles()
+        self._manifests = _ListManifests()
+        self._read = _ReadManifest(run_id, local_roots, uri_columns)
+
+    def setup(self) -> None:
+        use_gcs_emulator_credentials()
+
+    def process(self, source: tuple[str, str]) -> Iterable[Any]:
+        kind, pattern = source
+        if kind == "files":
+            yield from self._files.process(pattern)
+            return
+        for manifest in self._manifests.process(pattern):
+            yield from self._read.process(manifest)
 
 
 class ExpandSources(beam.PTransform):
     """SOURCE arguments -> {'refs': ImageRef, 'errors': error rows}.
 
     The listing runs on one worker per pattern; a Reshuffle then spreads the refs so that
-    reading and decoding parallelise across workers.
+    reading and decoding parallelise across workers. With one worker in this process
+    (`spread=False`) the refs stream from the listing and the manifests' rows straight into
+    reading, and memory does not grow with the number of references.
     """
 
     def __init__(self, sources: list[str], run_id: str,
                  local_roots: tuple[str, ...] | None = None, local_runner: bool = False,
-                 spread: bool = True):
+                 spread: bool = True, uri_columns: tuple[str, ...] = URI_COLUMNS):
         """
         Args:
           sources: directories, globs, object-store prefixes or manifests (.csv, .jsonl,
@@ -436,12 +471,15 @@ class ExpandSources(beam.PTransform):
           spread: Reshuffle listed files over the workers. False when one worker runs every
             stage: the lazily listed files then stream straight into reading and scoring,
             and memory does not grow with the listing.
+          uri_columns: the manifest column holding each image's URI: the first of these a
+            manifest has.
         """
         super().__init__()
         self._sources = [classify_source(s) for s in sources]
         self._run_id = run_id
         self._local_roots = local_roots
         self._spread = spread
+        self._uri_columns = uri_columns
         # A local directory with subdirectories, on the local runner, is listed as one
         # pattern per subdirectory, which the runner spreads over its threads: no Reshuffle,
         # which would hold every ref in memory (bench/memory.py).
@@ -458,6 +496,13 @@ class ExpandSources(beam.PTransform):
         file_patterns = [p for kind, p in self._sources if kind == "files"]
         manifest_patterns = [p for kind, p in self._sources if kind == "manifest"]
         p = pbegin.pipeline
+        if not self._spread and manifest_patterns:
+            listed = (p
+                      | "Patterns" >> beam.Create(self._sources)
+                      | "ListOrRead" >> beam.ParDo(_ListOrRead(
+                          self._run_id, self._local_roots, self._uri_columns)).with_outputs(
+                              ERRORS, main="refs"))
+            return {"refs": listed.refs, "errors": listed[ERRORS]}
         from_files = (
             p
             | "FilePatterns" >> beam.Create(self._by_subdirectory or file_patterns)
@@ -473,7 +518,7 @@ class ExpandSources(beam.PTransform):
             | "ManifestPatterns" >> beam.Create(manifest_patterns)
             | "ListManifests" >> beam.ParDo(_ListManifests())
             | "ReadManifests" >> beam.ParDo(
-                _ReadManifest(self._run_id, self._local_roots)).with_outputs(
+                _ReadManifest(self._run_id, self._local_roots, self._uri_columns)).with_outputs(
                 ERRORS, main="refs")
         )
         refs = (

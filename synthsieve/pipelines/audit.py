@@ -23,6 +23,7 @@ from synthsieve.counters import (
     read_counters,
 )
 from synthsieve.io.filesystems import is_remote
+from synthsieve.io.read import EACH_TIME, ONCE_NEARBY, ONCE_PER_RUN
 from synthsieve.io.resume import DoneIds, SkipDone
 from synthsieve.io.sinks import (
     ERRORS_DIR,
@@ -32,7 +33,7 @@ from synthsieve.io.sinks import (
     run_shards,
     write_shard,
 )
-from synthsieve.io.sources import ExpandSources
+from synthsieve.io.sources import URI_COLUMNS, ExpandSources
 from synthsieve.pipelines.job import Job, JobConfig, set_up_job
 from synthsieve.runners.choice import fuses_stages, is_local, one_worker_in_process
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA
@@ -50,6 +51,8 @@ class AuditConfig(JobConfig):
     """An audit: the sources to read, and how the run commits and resumes."""
 
     sources: list[str]
+    # a manifest's URI column: the first of these it has
+    uri_columns: tuple[str, ...] = URI_COLUMNS
     resume: bool = False
     # rows per committed shard and worker (a run that dies keeps what it committed)
     commit_rows: int = 5000
@@ -61,9 +64,10 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, job: Job) -> None:
     """Adds the audit's transforms to `p`: sources, the scoring chain, and one writer per
     producer of rows."""
     run_id = cfg.run_id
+    in_process = one_worker_in_process(p.options)
     sources = ExpandSources(cfg.sources, run_id, local_roots=cfg.local_roots,
-                            local_runner=is_local(p.options),
-                            spread=not one_worker_in_process(p.options))
+                            local_runner=is_local(p.options), spread=not in_process,
+                            uri_columns=cfg.uri_columns)
     src = p | "Sources" >> sources
     refs, bad_rows = src["refs"], src["errors"]
     if cfg.resume:
@@ -73,7 +77,8 @@ def build_audit(p: beam.Pipeline, cfg: AuditConfig, job: Job) -> None:
     refs = refs | "CountRefs" >> beam.ParDo(CountInputs())
     bad_rows = bad_rows | "CountBadRows" >> beam.ParDo(CountInputs())
     rows = refs | "Chain" >> ScoreReferences(
-        cfg.chain_settings(), job.spec, job.handler, same_uri_once=not sources.unique_uris,
+        cfg.chain_settings(), job.spec, job.handler, same_uri=(
+            EACH_TIME if sources.unique_uris else ONCE_NEARBY if in_process else ONCE_PER_RUN),
         dedupe=True, wait_for_leaders=fuses_stages(p.options), score=not cfg.dry_run)
     if cfg.dry_run:
         return

@@ -27,8 +27,9 @@ from synthsieve.evaluation import metrics
 from synthsieve.evaluation.breakdown import Labelled, by_group, confounds, worst
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
 from synthsieve.inference.spec import ModelSpec
+from synthsieve.io.read import ONCE_PER_RUN
 from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR, WriteTable, read_run_table
-from synthsieve.io.sources import ExpandSources
+from synthsieve.io.sources import URI_COLUMNS, ExpandSources
 from synthsieve.pipelines.job import (
     LOCAL_BACKENDS,
     Job,
@@ -72,6 +73,8 @@ class EvalConfig(JobConfig):
 
     manifest: str
     label_column: str = "label"
+    # the manifest's URI column: the first of these it has
+    uri_columns: tuple[str, ...] = URI_COLUMNS
     group_column: str | None = None
     conditions: tuple[str, ...] = tuple(CONDITIONS)
 
@@ -107,11 +110,12 @@ def build_eval(p: beam.Pipeline, cfg: EvalConfig, job: Job) -> None:
     """Adds the eval's transforms to `p`: the manifest, the scoring chain with each
     condition's variant of the bytes between read and decode, and the two tables."""
     run_id = cfg.run_id
-    src = p | "Sources" >> ExpandSources([cfg.manifest], run_id, local_roots=cfg.local_roots)
+    src = p | "Sources" >> ExpandSources([cfg.manifest], run_id, local_roots=cfg.local_roots,
+                                               uri_columns=cfg.uri_columns)
     refs = src["refs"] | "CountRefs" >> beam.ParDo(CountInputs())
     bad_rows = src["errors"] | "CountBadRows" >> beam.ParDo(CountInputs())
     rows = refs | "Chain" >> ScoreReferences(
-        cfg.chain_settings(), job.spec, job.handler, same_uri_once=True,
+        cfg.chain_settings(), job.spec, job.handler, same_uri=ONCE_PER_RUN,
         variants=beam.ParDo(_Perturb(cfg.conditions)))
     errors = (bad_rows, *ScoreReferences.errors(rows)) | "AllErrors" >> beam.Flatten()
     rows["scores"] | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id)

@@ -17,7 +17,7 @@ from synthsieve.inference.onnx_handler import OnnxImageModelHandler
 from synthsieve.inference.remote import RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec, WorkerModelSpec
 from synthsieve.io.http import HttpConfig
-from synthsieve.io.read import FetchImages
+from synthsieve.io.read import EACH_TIME, FetchImages
 from synthsieve.provenance import ProvenanceOptions
 from synthsieve.transforms.decode import DecodeImages
 from synthsieve.transforms.dedupe import ERROR, SCORE, RecordLeaders, SplitDuplicates
@@ -74,7 +74,7 @@ class ScoreReferences(beam.PTransform):
     ERRORS = ("read_errors", "decode_errors", "score_errors", "duplicate_errors")
 
     def __init__(self, settings: ChainSettings, spec: ModelSpec | WorkerModelSpec,
-                 handler: Handler, *, same_uri_once: bool = False,
+                 handler: Handler, *, same_uri: str = EACH_TIME,
                  dedupe: bool = False, wait_for_leaders: bool = True,
                  variants: beam.PTransform | None = None, score: bool = True):
         """
@@ -82,8 +82,8 @@ class ScoreReferences(beam.PTransform):
           settings: run id, limits, HTTP and provenance settings.
           spec: the model whose input decode prepares (a local handler's).
           handler: what scores (see score_transform).
-          same_uri_once: read each distinct URI once (a batch job; a stream reads each
-            reference as it comes).
+          same_uri: how references to one URI share its read (io/read.py): once per run or
+            once nearby for a batch job; a stream reads each reference as it comes.
           dedupe: score identical bytes once; every input still gets its own row.
           wait_for_leaders: with dedupe, a duplicate waits for its leader's row in this
             process (false on runners that do not fuse stages, see transforms/dedupe.py).
@@ -95,7 +95,7 @@ class ScoreReferences(beam.PTransform):
         self._settings = settings
         self._spec = spec
         self._handler = handler
-        self._same_uri_once = same_uri_once
+        self._same_uri = same_uri
         self._dedupe = dedupe
         self._wait = wait_for_leaders
         self._variants = variants
@@ -104,7 +104,7 @@ class ScoreReferences(beam.PTransform):
     def expand(self, refs: beam.PCollection) -> dict[str, beam.PCollection]:
         s = self._settings
         read = refs | "Read" >> FetchImages(s.run_id, max_bytes=s.max_bytes, http=s.http,
-                                            same_uri_once=self._same_uri_once)
+                                            same_uri=self._same_uri)
         out = {"read_errors": read["errors"]}
         images = read["images"]
         if self._dedupe:
