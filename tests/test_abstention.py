@@ -12,7 +12,7 @@ from outputs import table
 from PIL import Image
 
 from synthsieve.cli import main
-from synthsieve.inference.outputs import OUT_OF_DISTRIBUTION, interpret
+from synthsieve.inference.outputs import OUT_OF_DISTRIBUTION, interpret, verdict_columns
 from synthsieve.inference.spec import ModelSpec, ModelSpecError
 
 
@@ -31,7 +31,18 @@ def test_an_image_far_from_the_training_data_is_inconclusive_with_a_warning(tmp_
     far = rows["far.png"]
     assert far["verdict"] == "inconclusive" and OUT_OF_DISTRIBUTION in far["warnings"]
     assert far["ai_generated"] > 0.9  # the score is kept; only the verdict abstains
-    assert far["source"] == "inconclusive" and far["source_score"] is None
+    assert far["source"] is None and far["source_score"] is None  # this model has no source head
+
+
+def test_source_columns_are_null_without_a_source_head_and_labelled_with_one():
+    no_head = verdict_columns(0.95, 0.7, 0.3, None)
+    assert no_head["verdict"] == "ai_generated"
+    assert (no_head["source"], no_head["source_score"], no_head["source_scores"]) == (
+        None, None, None)
+    head = {"midjourney": 0.8, "dalle": 0.2}
+    assert verdict_columns(0.95, 0.7, 0.3, head)["source"] == "midjourney"
+    assert verdict_columns(0.5, 0.7, 0.3, head)["source"] == "inconclusive"
+    assert verdict_columns(0.1, 0.7, 0.3, head)["source"] == "none"
 
 
 def test_a_non_finite_distance_is_a_bad_model_output_not_a_verdict(tmp_path):

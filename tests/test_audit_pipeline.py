@@ -80,9 +80,9 @@ def test_verdict_follows_the_model_card_thresholds(tmp_path, tiny_model):
     rows = {Path(r["uri"]).name: r for r in read_table(out, "scores").to_pylist()}
     assert rows["red.png"]["verdict"] == "ai_generated" and rows["red.png"]["ai_generated"] > 0.9
     assert rows["cyan.png"]["verdict"] == "not_ai_generated"
-    assert rows["cyan.png"]["source"] == "none"
     assert rows["grey.png"]["verdict"] == "inconclusive"
-    assert rows["grey.png"]["source"] == "inconclusive"
+    # the tiny model has no source head: no source label at all, whatever the verdict
+    assert {r["source"] for r in rows.values()} == {None}
 
 
 def _write_manifest(path: Path, rows: list[dict], fmt: str) -> None:

@@ -95,6 +95,11 @@ def test_scrub_local_dry_run_then_move_then_rerun_is_idempotent(tmp_path, tiny_m
     assert {"gen0.png", "gen1.png", "gen2.png"} <= set(removed)
     assert removed["gen0.png"]["reason"] == "generation parameters from a1111"
     assert kept["broken.png"]["reason"].startswith("not scored: decode/")
+    # the figures it was decided on travel with the reason
+    assert removed["gen0.png"]["evidence_verdict"] == "ai_generated"
+    assert 0.0 <= removed["gen0.png"]["ai_generated"] <= 1.0
+    assert removed["gen0.png"]["verdict"] in ("ai_generated", "inconclusive", "real")
+    assert kept["broken.png"]["ai_generated"] is None and kept["broken.png"]["verdict"] is None
     assert set(removed) | set(kept) == set(corpus_files())
     assert all((corpus / n).exists() for n in corpus_files())  # a dry run touches nothing
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "API_BATCH", "LOCAL_BATCH", "VENDOR_BACKENDS", "OneLineParser", "api_arguments",
     "job_settings",
-    "api_config", "batch_size", "http_arguments", "http_config", "local_roots",
+    "api_config", "batch_size", "counted", "http_arguments", "http_config", "local_roots",
     "uri_column_argument", "uri_columns",
     "model_and_provenance", "non_negative_int", "number", "out_dir_problem", "positive_float",
     "positive_int", "provenance_arguments", "provenance_options", "rate", "refuse",
@@ -83,6 +83,11 @@ def batch_size(args: argparse.Namespace) -> int:
     if args.batch_size:
         return args.batch_size
     return API_BATCH if args.backend in VENDOR_BACKENDS else LOCAL_BATCH
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def uri_column_argument(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
-from synthsieve.cli.args import refuse
+from synthsieve.cli.args import counted, refuse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             else render(report))
     Path(args.out).write_text(text)
     t = report["totals"]
-    print(f"{args.out}: {t['images']} images ({t['scores']} scored, {t['errors']} errors)")
+    print(f"{args.out}: {counted(t['images'], 'image')} ({t['scores']} scored, "
+          f"{counted(t['errors'], 'error')})")
     if t["accounted_for"] is None:
         print(f"synthsieve report: {args.audit_dir} does not say how many inputs it had, so "
               "inputs == scores + errors is unchecked", file=sys.stderr)

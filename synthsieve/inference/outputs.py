@@ -46,11 +46,16 @@ def verdict_columns(ai: float, threshold_ai: float, threshold_not_ai: float,
                     source_scores: dict[str, float] | None) -> dict[str, Any]:
     """ai_generated, verdict, source, source_score, source_scores, for every backend.
 
-    A generator is named only when the verdict is ai_generated, and only from labels that
-    are generators; otherwise `source` is `none` (not AI) or `inconclusive`, the taxonomy's
-    own meaning of those labels, and source_score stays null rather than being made up.
+    `source_scores` None means the backend has no source head: then all three source
+    columns are null, so that nobody groups by a label no model gave. With a head, a
+    generator is named only when the verdict is ai_generated, and only from labels that are
+    generators; otherwise `source` is `none` (not AI) or `inconclusive`, the taxonomy's own
+    meaning of those labels, and source_score stays null rather than being made up.
     """
     verdict = verdict_for(ai, threshold_ai, threshold_not_ai)
+    if source_scores is None:
+        return {"ai_generated": ai, "verdict": verdict, "source": None,
+                "source_score": None, "source_scores": None}
     generators = {k: v for k, v in (source_scores or {}).items() if k not in NOT_GENERATORS}
     best = max(generators, key=generators.__getitem__) if generators else None
     if verdict == VERDICT_AI and best is not None:
@@ -87,7 +92,8 @@ def interpret(outputs: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, Any]
         if not np.isfinite(distance):
             raise ValueError(f"model output {spec.ood_output}={distance!r} is not finite")
         if distance > spec.threshold_ood:
-            columns.update(verdict=VERDICT_INCONCLUSIVE, source=SOURCE_INCONCLUSIVE,
-                           source_score=None)
+            columns.update(verdict=VERDICT_INCONCLUSIVE, source_score=None)
+            if columns["source"] is not None:
+                columns["source"] = SOURCE_INCONCLUSIVE
             columns["model_warnings"] = [OUT_OF_DISTRIBUTION]
     return columns

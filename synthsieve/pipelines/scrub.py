@@ -39,6 +39,8 @@ log = logging.getLogger("synthsieve.scrub")
 
 KEEP, REMOVE = SCRUB_DECISIONS
 EVIDENCE_RULES = tuple(rule for rule, _ in AI_EVIDENCE)
+# The scores columns every kept and removed line carries next to its reason.
+DECISION_COLUMNS = ("ai_generated", "verdict", "evidence_verdict")
 # What a removed line's `reason` says for each evidence rule.
 _REASONS = {
     "c2pa_ai": lambda row, found: f"c2pa {row['c2pa']['validation_state']}: {found}",
@@ -197,9 +199,11 @@ class _Decide(beam.DoFn):
         action, reason = decide(row, self._policy)
         self._counts[action].inc()
         extra = row.get("extra") or []
+        # the score and verdicts beside the reason, so a reviewer of removed.jsonl sees
+        # why without joining it back to the audit (null for an image that was not scored)
         out = {"image_id": row["image_id"], "uri": row["uri"],
                **{k: v for k, v in (extra.items() if isinstance(extra, dict) else extra)},
-               "reason": reason}
+               "reason": reason, **{k: row.get(k) for k in DECISION_COLUMNS}}
         yield beam.pvalue.TaggedOutput(action, out)
 
 
