@@ -80,6 +80,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         SourceError,
         check_manifest,
         classify_source,
+        count_references,
         lists_nothing,
     )
     from synthsieve.pipelines.audit import AuditConfig, run_audit
@@ -110,11 +111,20 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
                       resume=args.resume,
                       commit_rows=args.commit_every, dry_run=args.dry_run,
                       **job_settings(args, provenance, api))
-    from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
-    from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode
+    from apache_beam.options.pipeline_options import PipelineOptions
 
+    from synthsieve.cli.console import ConsoleProgress, summary_lines
+    from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
+    from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode, one_worker_in_process
+
+    # rows are counted where they are written: shown for the one in-process worker
+    shown = (not args.quiet and not args.dry_run
+             and one_worker_in_process(PipelineOptions(beam_args)))
+    # --resume skips inputs already done, which a count of the sources cannot know
+    count = None if args.resume else (lambda: count_references(cfg.sources))
     try:
-        summary = run_audit(cfg, beam_args)
+        with ConsoleProgress("audit", count, enabled=shown):
+            summary = run_audit(cfg, beam_args)
     except ApiKeyMissing as e:
         return refuse("audit", str(e))
     except ApiAuthError as e:
@@ -124,6 +134,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(json.dumps(summary, indent=2))
     if summary.get("dry_run"):
         return 0
+    if not args.quiet:
+        for line in summary_lines("audit", summary, cfg.out_dir,
+                                  f"synthsieve report {cfg.out_dir} --out "
+                                  f"{cfg.out_dir.rstrip('/')}/report.html"):
+            print(line, file=sys.stderr)
     return audit_exit_code(summary, args.max_error_rate)
 
 

@@ -44,8 +44,17 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return refuse("scrub", f"--policy: {e}")
     cfg = ScrubConfig(audit_dir=args.audit_dir, out_dir=args.out, policy=policy,
                       apply=args.apply, to=args.to)
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from synthsieve.cli.console import ConsoleProgress
+    from synthsieve.pipelines.scrub import table_rows
+    from synthsieve.runners.choice import one_worker_in_process
+
+    shown = (not args.quiet and args.apply is not None
+             and one_worker_in_process(PipelineOptions(beam_args)))
     try:
-        summary = run_scrub(cfg, beam_args)
+        with ConsoleProgress("scrub", lambda: table_rows(cfg.audit_dir), enabled=shown):
+            summary = run_scrub(cfg, beam_args)
     except (ValueError, FileNotFoundError) as e:
         return refuse("scrub", str(e))
     print(json.dumps(summary, indent=2))

@@ -28,8 +28,9 @@ from synthsieve.schema import STAGE_READ, error_row
 __all__ = [
     "MANIFEST_SUFFIXES", "MAX_ROW_CHARS", "MAX_ROW_GROUP_BYTES", "MAX_URI_CHARS",
     "READABLE_SCHEMES", "URI_COLUMNS", "ExpandSources", "SourceError", "check_manifest",
-    "classify_source", "image_id_for", "iter_matching", "lists_nothing", "local_path_refusal",
-    "manifest_format", "outside_local_roots", "resolve_roots", "split_directory", "validate_uri",
+    "classify_source", "count_references", "image_id_for", "iter_matching", "lists_nothing",
+    "local_path_refusal", "manifest_format", "outside_local_roots", "resolve_roots",
+    "split_directory", "validate_uri",
 ]
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -412,6 +413,42 @@ def check_manifest(path: str, uri_columns: tuple[str, ...] = URI_COLUMNS) -> Non
         return  # per-line: a line without the field becomes its own error row
     for _ in _iter_manifest_rows(path, fmt, uri_columns):
         return
+
+
+def count_references(sources: list[str]) -> int | None:
+    """How many rows a run over `sources` will write (one per reference, and one per
+    unusable manifest row), where that is known without listing an object store twice:
+    local directories and globs are walked, local manifests counted line by line, Parquet
+    manifests anywhere read from their footers. None when a source is not one of those.
+    Meant for a progress line: it reads what the run will read, so run it alongside."""
+    total = 0
+    for source in sources:
+        kind, pattern = classify_source(source)
+        remote = "://" in pattern
+        if kind == "files":
+            if remote:
+                return None
+            total += sum(1 for _ in iter_matching(pattern))
+            continue
+        if remote and manifest_format(pattern) != "parquet":
+            return None
+        for path in iter_matching(pattern):
+            total += _count_rows(path, manifest_format(path))
+    return total
+
+
+def _count_rows(path: str, fmt: str | None) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            return pq.ParquetFile(fh).metadata.num_rows
+    with FileSystems.open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        if fmt == "csv":
+            # csv.reader, not lines: a quoted field may hold line breaks; [] is a blank line
+            return max(0, sum(1 for row in csv.reader(text) if row) - 1)
+        return sum(1 for line in text if line.strip())
 
 
 def _either(columns: tuple[str, ...]) -> str:

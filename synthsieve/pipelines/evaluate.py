@@ -38,6 +38,7 @@ from synthsieve.pipelines.job import (
 )
 from synthsieve.schema import ERRORS_SCHEMA, SCORES_SCHEMA, STAGE_FETCH, STAGE_READ
 from synthsieve.transforms.chain import ScoreReferences
+from synthsieve.transforms.progress import ReportProgress
 
 __all__ = ["EvalConfig", "build_eval", "compute_report", "run_eval"]
 
@@ -118,8 +119,12 @@ def build_eval(p: beam.Pipeline, cfg: EvalConfig, job: Job) -> None:
         cfg.chain_settings(), job.spec, job.handler, same_uri=ONCE_PER_RUN,
         variants=beam.ParDo(_Perturb(cfg.conditions)))
     errors = (bad_rows, *ScoreReferences.errors(rows)) | "AllErrors" >> beam.Flatten()
-    rows["scores"] | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id)
-    errors | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id)
+    (rows["scores"]
+     | "ScoresProgress" >> beam.ParDo(ReportProgress())
+     | "WriteScores" >> WriteTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id))
+    (errors
+     | "ErrorsProgress" >> beam.ParDo(ReportProgress())
+     | "WriteErrors" >> WriteTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id))
 
 
 def accounting(inputs: int | None, conditions: int, scores: int,

@@ -29,6 +29,7 @@ from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 from synthsieve.provenance.evidence import AI_EVIDENCE
 from synthsieve.runners.choice import local_runner
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE
+from synthsieve.transforms.progress import ReportProgress
 
 __all__ = [
     "DEFAULT_POLICY", "EVIDENCE_RULES", "Policy", "PolicyError", "ScrubConfig", "build_scrub",
@@ -240,6 +241,7 @@ def build_scrub(p: beam.Pipeline, cfg: ScrubConfig) -> None:
                | "AllRows" >> beam.Flatten()
                | "ById" >> beam.Map(lambda r: (r["image_id"], r))
                | "PerImage" >> beam.GroupByKey()
+               | "Progress" >> beam.ParDo(ReportProgress())
                | "Decide" >> beam.ParDo(_Decide(cfg.policy)).with_outputs(KEEP, REMOVE))
     for action, name in ((KEEP, "kept"), (REMOVE, "removed")):
         (decided[action]
@@ -250,6 +252,20 @@ def build_scrub(p: beam.Pipeline, cfg: ScrubConfig) -> None:
          | "Quarantine" >> beam.ParDo(_Quarantine(cfg.to, cfg.apply))
          | "ActionsToJson" >> beam.Map(lambda r: json.dumps(r, default=str))
          | "WriteActions" >> _jsonl(FileSystems.join(cfg.out_dir, cfg.apply)))
+
+
+def table_rows(audit_dir: str) -> int:
+    """Rows in an audit's tables, from the Parquet footers: the number of images a scrub
+    decides on when the directory holds one run (more rows than images after re-runs)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for table in (SCORES_DIR, ERRORS_DIR):
+        pattern = FileSystems.join(audit_dir, table, "**.parquet")
+        for meta in FileSystems.match([pattern])[0].metadata_list:
+            with FileSystems.open(meta.path) as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def run_scrub(cfg: ScrubConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:

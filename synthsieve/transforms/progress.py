@@ -1,4 +1,5 @@
-"""Logs how many images a worker has finished and at what rate, while the job runs."""
+"""Counts the rows a job has written in this process, for the console's progress line, and
+logs per-worker progress where no console watches (a worker process of another runner)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import apache_beam as beam
 
-__all__ = ["ReportProgress"]
+__all__ = ["ReportProgress", "rows_done", "watch"]
 
 log = logging.getLogger("synthsieve.progress")
 
@@ -22,10 +23,28 @@ class _Progress:
     done = 0
     started = 0.0
     last_log = 0.0
+    watched = False  # a console in this process shows the count: no per-worker lines
+
+
+def watch(on: bool) -> None:
+    """A console starts (True) or stops (False) showing this process's count; starting
+    also starts a new count, for the job about to run."""
+    with _Progress.lock:
+        _Progress.watched = on
+        if on:
+            _Progress.done = 0
+            _Progress.started = _Progress.last_log = time.monotonic()
+
+
+def rows_done() -> int:
+    """Rows (scores and errors) the job has written in this process so far."""
+    with _Progress.lock:
+        return _Progress.done
 
 
 class ReportProgress(beam.DoFn):
-    """Pass-through that logs `done` and images/s every `every_s` seconds per worker."""
+    """Pass-through that counts each row; logs `done` and rows/s every `every_s` seconds
+    per worker when no console in the process shows them."""
 
     def __init__(self, every_s: float = 5.0):
         self._every_s = every_s
@@ -40,7 +59,7 @@ class ReportProgress(beam.DoFn):
         now = time.monotonic()
         with _Progress.lock:
             _Progress.done += 1
-            due = now - _Progress.last_log >= self._every_s
+            due = not _Progress.watched and now - _Progress.last_log >= self._every_s
             if due:
                 _Progress.last_log = now
                 done, elapsed = _Progress.done, now - _Progress.started
