@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def drain(sub, subscription: str) -> list:
 
 @pytest.mark.slow
 def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
-        tmp_path, pubsub, tiny_model):
+        tmp_path, pubsub, tiny_model, caplog):
+    caplog.set_level(logging.INFO, logger="synthsieve.stream")
     pub, sub, names = pubsub
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -136,6 +138,13 @@ def test_500_references_stream_to_windowed_tables_flags_and_dead_letters(
     assert {m.message.attributes["image_id"] for m in dead} == expected_errors
     assert all(m.message.attributes["stage"] for m in dead)
     assert all(r["extra"] is None or "pubsub_message_id" in dict(r["extra"]) for r in scores)
+    # the totals it ends with, and a log line per file each window wrote
+    assert (result["scored"], result["errors"]) == (len(scores), len(errors))
+    assert result["flagged"] == len(flags)
+    written = [r.message for r in caplog.records if ": 0 rows" not in r.message
+               and r.message.startswith("stream: window=")]
+    assert any(", scores: " in m for m in written) and any(", errors: " in m for m in written)
+    assert written[-1].endswith("errors dead-lettered")
 
 
 @pytest.mark.slow
@@ -150,10 +159,13 @@ def test_stream_command_runs_for_a_while_and_writes_what_it_read(tmp_path, pubsu
         pub.publish(names["uploads"], f"file://{path}".encode()).result(10)
     pub.publish(names["uploads"], b"s3:///no-bucket.png").result(10)
     out = tmp_path / "out"
-    assert main(["-q", "stream", "--subscription", names["uploads-sub"], "--out", str(out),
+    assert main(["stream", "--subscription", names["uploads-sub"], "--out", str(out),
                  "--window", "1", "--run-for", "12", "--model", str(tiny_model)]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # stdout: the JSON summary only
     assert summary["ended"] == "ran 12 s"
+    assert "stream: ended (ran 12 s) after " in captured.err
+    assert "5 scored, 0 flagged, 1 error; output: " in captured.err
     assert len(read_rows(out, "scores")) == 5
     assert [r["error_type"] for r in read_rows(out, "errors")] == ["invalid_uri"]
     assert main(["-q", "stream", "--subscription", "nope", "--out", str(out)]) == 2

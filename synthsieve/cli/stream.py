@@ -10,6 +10,7 @@ import sys
 from synthsieve.cli.args import (
     api_arguments,
     api_config,
+    counted,
     http_arguments,
     job_settings,
     model_and_provenance,
@@ -124,6 +125,13 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return refuse("stream", str(e))
     print(json.dumps(summary, indent=2))
     from synthsieve.pipelines.stream import SOURCE_LOST, ended_badly
+
+    if not args.quiet and "scored" in summary:
+        errors = counted(summary["errors"], "error") + (
+            " dead-lettered" if cfg.dead_letter_topic else "")
+        print(f"stream: ended ({summary['ended']}) after {summary['wall_s']} s: "
+              f"{summary['scored']:,} scored, {summary['flagged']:,} flagged, {errors}; "
+              f"output: {cfg.out_dir}", file=sys.stderr)
 
     if not ended_badly(summary):
         return 0

@@ -20,7 +20,7 @@ import io
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -35,6 +35,7 @@ from synthsieve.io.filesystems import use_gcs_emulator_credentials
 
 __all__ = [
     "ERRORS_DIR", "ROWS_PER_BATCH", "SCORES_DIR", "WriteTable", "WriteWindowedTable",
+    "WrittenShard",
     "iter_run_batches", "read_run_table", "run_shards", "shard_name", "window_dir", "write_shard",
 ]
 
@@ -190,6 +191,14 @@ def window_dir(start: Any) -> str:
     return f"window={stamp}"
 
 
+class WrittenShard(NamedTuple):
+    """One Parquet file a windowed writer committed."""
+
+    path: str
+    rows: int
+    window: str  # window_dir's name: window=<start>
+
+
 class _WriteWindow(beam.DoFn):
     def __init__(self, directory: str, run_id: str, schema: pa.Schema):
         self._dir = directory
@@ -201,19 +210,22 @@ class _WriteWindow(beam.DoFn):
         use_gcs_emulator_credentials()
 
     def process(self, keyed: tuple[int, Iterable[dict[str, Any]]],
-                window: Any = beam.DoFn.WindowParam) -> Iterable[str]:
+                window: Any = beam.DoFn.WindowParam) -> Iterable[WrittenShard]:
         rows = list(keyed[1])
         if rows:
-            directory = FileSystems.join(self._dir, window_dir(window.start))
-            yield write_shard(directory, self._run_id, self._schema, rows)
+            name = window_dir(window.start)
+            path = write_shard(FileSystems.join(self._dir, name), self._run_id,
+                               self._schema, rows)
             self._shards.inc()
             # only now may the messages these rows came from be acknowledged
             commits.committed(self._run_id, [str(r["image_id"]) for r in rows])
+            yield WrittenShard(path, len(rows), name)
 
 
 class WriteWindowedTable(beam.PTransform):
     """Streaming rows -> DIR/<table>/window=<start>/part-<run_id>-<digest>.parquet, one set of
-    files per fixed window, written when the window closes (the watermark passes its end)."""
+    files per fixed window, written when the window closes (the watermark passes its end).
+    Outputs a WrittenShard per file."""
 
     def __init__(self, out_dir: str, table: str, schema: pa.Schema, run_id: str,
                  window_s: float, shards: int = 4):

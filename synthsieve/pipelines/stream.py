@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,7 @@ from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubS
 from apache_beam.runners.runner import PipelineState
 
 from synthsieve.io.messages import ParseMessages
-from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR, WriteWindowedTable
+from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR, WriteWindowedTable, WrittenShard
 from synthsieve.pipelines.job import Job, JobConfig, release_in_process_resources, set_up_job
 from synthsieve.runners.choice import is_local
 from synthsieve.runners.relay import DEFAULT_SOURCE_LOST_AFTER_S, AckAfterCommitRelay
@@ -104,19 +104,65 @@ def build_stream(p: beam.Pipeline, cfg: StreamConfig, job: Job,
                                                        job.handler)
     scores = rows["scores"]
     errors = ((parsed["errors"], *ScoreReferences.errors(rows)) | "AllErrors" >> beam.Flatten())
-    scores | "WriteScores" >> WriteWindowedTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA,
-                                                 run_id, cfg.window_s)
-    errors | "WriteErrors" >> WriteWindowedTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA,
-                                                 run_id, cfg.window_s)
+    dead_letters = bool(cfg.dead_letter_topic)
+    (scores
+     | "WriteScores" >> WriteWindowedTable(cfg.out_dir, SCORES_DIR, SCORES_SCHEMA, run_id,
+                                           cfg.window_s)
+     | "LogScoresWindows" >> beam.ParDo(_LogWindow(SCORES_DIR, dead_letters)))
+    (errors
+     | "WriteErrors" >> WriteWindowedTable(cfg.out_dir, ERRORS_DIR, ERRORS_SCHEMA, run_id,
+                                           cfg.window_s)
+     | "LogErrorsWindows" >> beam.ParDo(_LogWindow(ERRORS_DIR, dead_letters)))
     if cfg.flag_topic:
         (scores
          | "Flagged" >> beam.Filter(flagged)
+         | "CountFlagged" >> beam.ParDo(_CountFlagged())
          | "FlagMessage" >> beam.Map(flag_message)
          | "PublishFlags" >> WriteToPubSub(cfg.flag_topic, with_attributes=True))
     if cfg.dead_letter_topic:
         (errors
          | "DeadLetterMessage" >> beam.Map(dead_letter_message)
          | "PublishDeadLetters" >> WriteToPubSub(cfg.dead_letter_topic, with_attributes=True))
+
+
+class StreamTally:
+    """Rows this process has written (scores, errors) and images it has flagged, for the
+    window log lines and the final totals (the in-process runner's; other runners' workers
+    each log their own)."""
+
+    lock = threading.Lock()
+    counts: dict[str, int] = {SCORES_DIR: 0, ERRORS_DIR: 0, "flagged": 0}
+
+    @classmethod
+    def add(cls, key: str, n: int) -> dict[str, int]:
+        with cls.lock:
+            cls.counts[key] += n
+            return dict(cls.counts)
+
+    @classmethod
+    def reset(cls) -> None:
+        with cls.lock:
+            cls.counts = dict.fromkeys(cls.counts, 0)
+
+
+class _CountFlagged(beam.DoFn):
+    def process(self, row: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        StreamTally.add("flagged", 1)
+        yield row
+
+
+class _LogWindow(beam.DoFn):
+    """Logs each file a window's writer committed, with the running counts."""
+
+    def __init__(self, table: str, dead_letters: bool):
+        self._table = table
+        self._errors = "errors dead-lettered" if dead_letters else "errors"
+
+    def process(self, shard: WrittenShard) -> None:
+        so_far = StreamTally.add(self._table, shard.rows)
+        log.info("stream: %s, %s: %d rows written to %s; so far %d scored, %d flagged, %d %s",
+                 shard.window, self._table, shard.rows, shard.path, so_far[SCORES_DIR],
+                 so_far["flagged"], so_far[ERRORS_DIR], self._errors)
 
 
 class _Stop:
@@ -173,6 +219,7 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
              cfg.subscription, cfg.out_dir, cfg.window_s, cfg.backend,
              "acknowledged after commit" if relayed else "acknowledged by the runner")
     p = job.pipeline()
+    StreamTally.reset()
     start = time.monotonic()
     drained = None
     runner_stopped = True
@@ -205,6 +252,10 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
         "run_id": cfg.run_id, "subscription": cfg.subscription, "out": cfg.out_dir,
         "ended": reason, "runner_stopped": runner_stopped,
         "wall_s": round(time.monotonic() - start, 2)}
+    if in_process:  # rows written and images flagged here (other runners: their workers')
+        totals = StreamTally.add(SCORES_DIR, 0)
+        summary.update(scored=totals[SCORES_DIR], flagged=totals["flagged"],
+                       errors=totals[ERRORS_DIR])
     if relay is not None:
         summary["acknowledged_after_commit"] = dict(relay.stats, drained=drained)
         summary["left_behind"] = relay.left_behind
