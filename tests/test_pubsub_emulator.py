@@ -134,3 +134,44 @@ def test_emulate_command_serves_on_loopback_only(monkeypatch):
         # bound to 127.0.0.1 only, read from the kernel's socket table (no connection to
         # any other address is ever attempted)
         assert listening_addresses(port) == {"127.0.0.1"}
+
+
+def test_quick_start_emulator_creates_its_topics_and_publish_sends_one_message_per_image(
+        monkeypatch, tmp_path, capsys):
+    from corpus import noise_png
+
+    from synthsieve.cli import main
+    from synthsieve.io.sources import image_id_for
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "synthsieve.cli", "emulate", "pubsub", "--port", str(port),
+           "--topic", "uploads", "--subscription", "uploads-sub=uploads",
+           "--subscription", "flags-sub=flags"]
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        (images / f"{i}.png").write_bytes(noise_png(i, side=16))
+    (images / "notes.txt").write_text("listed like any file: the stream makes it an error row")
+    with running(cmd, port):
+        for k, v in {**CLOUD_ENV, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}.items():
+            monkeypatch.setenv(k, v)
+        from google.cloud import pubsub_v1
+
+        topic = "projects/synthsieve-demo/topics/uploads"
+        assert main(["publish", str(images), "--topic", topic]) == 0
+        assert capsys.readouterr().out.strip() == f"published 4 references to {topic}"
+        got = pull_all(pubsub_v1.SubscriberClient(),
+                       "projects/synthsieve-demo/subscriptions/uploads-sub", 4)
+        sent = {m.message.data.decode(): dict(m.message.attributes) for m in got}
+        files = sorted(images.iterdir())
+        assert set(sent) == {f"file://{f}" for f in files}
+        # the ids an audit of the same directory gives, so stream and audit rows join
+        assert {a["image_id"] for a in sent.values()} == {image_id_for(str(f)) for f in files}
+        # the topic a subscription names was created with it
+        pub = pubsub_v1.PublisherClient()
+        assert pub.get_topic(topic="projects/synthsieve-demo/topics/flags").name
+        assert main(["publish", str(images), "--topic",
+                     "projects/synthsieve-demo/topics/missing"]) == 1
+        assert "does not exist" in capsys.readouterr().err
+    assert main(["publish", str(images), "--topic", "uploads"]) == 2
+    assert "must look like projects/PROJECT/topics/NAME" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import typing as t
 from pathlib import Path
@@ -18,12 +19,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "API_BATCH", "LOCAL_BATCH", "VENDOR_BACKENDS", "OneLineParser", "api_arguments",
-    "job_settings",
-    "api_config", "batch_size", "counted", "http_arguments", "http_config", "local_roots",
-    "uri_column_argument", "uri_columns",
-    "model_and_provenance", "non_negative_int", "number", "out_dir_problem", "positive_float",
-    "positive_int", "provenance_arguments", "provenance_options", "rate", "refuse",
-    "scoring_arguments",
+    "api_config", "batch_size", "counted", "http_arguments", "http_config", "job_settings",
+    "local_roots", "model_and_provenance", "non_negative_int", "number", "out_dir_problem",
+    "positive_float", "positive_int", "provenance_arguments", "provenance_options",
+    "pubsub_name_problem", "rate", "refuse", "scoring_arguments", "uri_column_argument",
+    "uri_columns",
 ]
 
 
@@ -316,3 +316,23 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> t.NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+_PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
+
+
+def pubsub_name_problem(value: str, kind: str) -> str | None:
+    """Why value is not a full Pub/Sub resource name of kind (subscriptions or topics)."""
+    from apache_beam.io.gcp.pubsub import PROJECT_ID_REGEXP
+
+    parts = value.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != kind:
+        return f"must look like projects/PROJECT/{kind}/NAME"
+    project, name = parts[1], parts[3]
+    if not re.fullmatch(PROJECT_ID_REGEXP, project):
+        return (f"{project!r} is not a project ID (6-30 lowercase letters, digits and "
+                "hyphens, starting with a letter)")
+    if not _PUBSUB_ID.fullmatch(name) or name.startswith("goog"):
+        return (f"{name!r} is not a Pub/Sub ID (3-255 letters, digits and -_.~+%, starting "
+                "with a letter, not with goog)")
+    return None

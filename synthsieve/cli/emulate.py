@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from synthsieve.cli.args import refuse
+
 __all__ = ["add_parser", "run"]
 
 
@@ -29,6 +31,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--timeout-rate", type=float, default=0.0, help="share of hung requests")
     e.add_argument("--malformed-rate", type=float, default=0.0,
                    help="share of 200 answers with a body that is not JSON")
+    ps = e.add_argument_group("pubsub")
+    ps.add_argument("--project", default="synthsieve-demo",
+                    help="the project of --topic and --subscription (default: "
+                         "synthsieve-demo)")
+    ps.add_argument("--topic", action="append", default=[], metavar="NAME",
+                    help="create projects/PROJECT/topics/NAME at start (repeatable)")
+    ps.add_argument("--subscription", action="append", default=[], metavar="NAME=TOPIC",
+                    help="create projects/PROJECT/subscriptions/NAME on topic TOPIC at start "
+                         "(repeatable; the topic is created if no --topic names it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +48,22 @@ def run(args: argparse.Namespace) -> int:
     if args.api == "pubsub":
         from synthsieve.emulators.pubsub import PubSubEmulator
 
+        subscriptions = []
+        for spec in args.subscription:
+            name, _, topic = spec.partition("=")
+            if not name or not topic or "/" in name + topic:
+                return refuse("emulate", f"--subscription {spec!r}: give NAME=TOPIC, short "
+                                         "names without projects/...")
+            subscriptions.append((name, topic))
         emulator = PubSubEmulator(port=args.port).start()
+        prefix = f"projects/{args.project}"
+        for topic in dict.fromkeys([*args.topic, *(t for _, t in subscriptions)]):
+            emulator.state.create_topic(f"{prefix}/topics/{topic}")
+            print(f"topic {prefix}/topics/{topic}", flush=True)
+        for name, topic in subscriptions:
+            emulator.state.create_subscription(f"{prefix}/subscriptions/{name}",
+                                               f"{prefix}/topics/{topic}", 0)
+            print(f"subscription {prefix}/subscriptions/{name} on {topic}", flush=True)
         print(f"pubsub emulator on {emulator.host} "
               f"(export PUBSUB_EMULATOR_HOST={emulator.host})", flush=True)
         try:

@@ -8,7 +8,17 @@ import os
 import sys
 import typing as t
 
-from synthsieve.cli import audit, emulate, evaluate, launch, models, report, scrub, stream
+from synthsieve.cli import (
+    audit,
+    emulate,
+    evaluate,
+    launch,
+    models,
+    publish,
+    report,
+    scrub,
+    stream,
+)
 from synthsieve.cli.args import OneLineParser, refuse
 
 __all__ = ["JOBS", "TOOLS", "build_parser", "console_main", "main"]
@@ -45,7 +55,7 @@ JOBS: dict[str, t.Callable[[argparse.Namespace, list[str]], int]] = {
 TOOLS: dict[str, t.Callable[[argparse.Namespace], int]] = {
     "report": report.run, "import-model": models.run_import_model, "emulate": emulate.run,
     "fetch-model": models.run_fetch_model, "build-engine": models.run_build_engine,
-    "launch-command": launch.run}
+    "launch-command": launch.run, "publish": publish.run}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_parser(sub)
     models.add_import_model_parser(sub)
     emulate.add_parser(sub)
+    publish.add_parser(sub)
     models.add_fetch_model_parser(sub)
     models.add_build_engine_parser(sub)
     launch.add_parser(sub)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 
 from synthsieve.cli.args import (
@@ -16,11 +15,12 @@ from synthsieve.cli.args import (
     model_and_provenance,
     positive_float,
     provenance_arguments,
+    pubsub_name_problem,
     refuse,
     scoring_arguments,
 )
 
-__all__ = ["add_parser", "pubsub_name_problem", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,26 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 # Pub/Sub's rule for topic and subscription IDs: 3-255 characters, starting with a letter,
 # of letters, digits and - _ . ~ + %, not starting with "goog".
-_PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
-
-
-def pubsub_name_problem(value: str, kind: str) -> str | None:
-    """Why value is not a full Pub/Sub resource name of kind (subscriptions or topics)."""
-    from apache_beam.io.gcp.pubsub import PROJECT_ID_REGEXP
-
-    parts = value.split("/")
-    if len(parts) != 4 or parts[0] != "projects" or parts[2] != kind:
-        return f"must look like projects/PROJECT/{kind}/NAME"
-    project, name = parts[1], parts[3]
-    if not re.fullmatch(PROJECT_ID_REGEXP, project):
-        return (f"{project!r} is not a project ID (6-30 lowercase letters, digits and "
-                "hyphens, starting with a letter)")
-    if not _PUBSUB_ID.fullmatch(name) or name.startswith("goog"):
-        return (f"{name!r} is not a Pub/Sub ID (3-255 letters, digits and -_.~+%, starting "
-                "with a letter, not with goog)")
-    return None
-
-
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.pipelines.stream import StreamConfig, run_stream
 

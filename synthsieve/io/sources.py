@@ -28,9 +28,9 @@ from synthsieve.schema import STAGE_READ, error_row
 __all__ = [
     "MANIFEST_SUFFIXES", "MAX_ROW_CHARS", "MAX_ROW_GROUP_BYTES", "MAX_URI_CHARS",
     "READABLE_SCHEMES", "URI_COLUMNS", "ExpandSources", "SourceError", "check_manifest",
-    "classify_source", "count_references", "image_id_for", "iter_matching", "lists_nothing",
-    "local_path_refusal", "manifest_format", "outside_local_roots", "resolve_roots",
-    "split_directory", "validate_uri",
+    "classify_source", "count_references", "image_id_for", "iter_matching", "iter_references",
+    "lists_nothing", "local_path_refusal", "manifest_format", "outside_local_roots",
+    "resolve_roots", "split_directory", "validate_uri",
 ]
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -483,6 +483,17 @@ class _ListOrRead(beam.DoFn):
             return
         for manifest in self._manifests.process(pattern):
             yield from self._read.process(manifest)
+
+
+def iter_references(sources: list[str], run_id: str,
+                    uri_columns: tuple[str, ...] = URI_COLUMNS) -> Iterator[Any]:
+    """ExpandSources outside a pipeline, one reference at a time: ImageRefs, and the error
+    rows of unusable manifest rows (dicts)."""
+    expand = _ListOrRead(run_id, None, uri_columns)
+    expand.setup()
+    for source in sources:
+        for out in expand.process(classify_source(source)):
+            yield out.value if isinstance(out, beam.pvalue.TaggedOutput) else out
 
 
 class ExpandSources(beam.PTransform):
