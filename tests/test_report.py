@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -53,6 +54,24 @@ def test_json_report_counts_each_image_once_and_diffs_two_audits(audits):
     assert [e["uri"].rsplit("/", 1)[-1] for e in changed if e["now"] == "ai_generated"] == [
         "img5.png"]
     assert report["diff"]["only_in_this_audit"] == report["diff"]["only_in_previous"] == 0
+    assert report["run"]["model"] == "tiny-test@0" and report["run"]["sources"] == [
+        str(root / "corpus")]
+    assert set(report["run"]["thresholds"]) == {"ai_generated", "not_ai_generated"}
+    flagged = report["gallery"]["flagged"]
+    assert flagged["total"] == len(flagged["items"]) == report["evidence_verdicts"][
+        "ai_generated"]
+    assert all("generator text: a1111" in i["badges"] for i in flagged["items"]
+               if i["uri"].endswith(("img0.png", "img1.png")))
+    assert report["gallery"]["errors"]["items"][0]["error_type"] == "not_an_image"
+
+
+def _flagged_in_score_order(audit_dir) -> list[str]:
+    import pyarrow.parquet as pq
+
+    rows = [r for p in sorted((audit_dir / "scores").glob("*.parquet"))
+            for r in pq.read_table(p).to_pylist() if r["evidence_verdict"] == "ai_generated"]
+    rows.sort(key=lambda r: (-r["ai_generated"], r["image_id"]))
+    return [r["uri"] for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +109,28 @@ def test_html_report_renders_in_headless_chromium_with_totals(audits, chromium):
     assert '<div class="card" id="total-images"><div>images</div><div class="big">7' in dom
     assert "inputs 7 = scores + errors" in dom
     assert "img5.png" in dom  # the diff names the image that changed verdict
+    # the gallery: every flagged image, highest score first, with its thumbnail
+    flagged = dom[dom.index('id="gallery-flagged"'):dom.index('id="gallery-disagreements"')]
+    expected = _flagged_in_score_order(after)
+    assert len(expected) >= 3
+    assert re.findall(r'data-uri="([^"]+)"', flagged) == expected
+    assert flagged.count("data:image/jpeg;base64,") == len(expected)
+    assert "tiny-test@0" in dom and "ai_generated threshold" not in dom  # it is in the plot
+    assert 'id="logscale"' in dom
+    assert page.stat().st_size < 4 * 1024 * 1024
+
+
+def test_thumbnails_stop_at_the_pages_budget_and_skip_what_cannot_be_shown(tmp_path):
+    from synthsieve.reporting.audit_html import _Thumbs
+
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(noise_png(i, side=200))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    thumbs = _Thumbs(budget=1)  # room for the first thumbnail only
+    first, _ = thumbs.get(str(tmp_path / "0.png"))
+    assert first.startswith("data:image/jpeg;base64,")
+    assert thumbs.get(str(tmp_path / "1.png")) == (None, "thumbnail budget used")
+    assert thumbs.get(str(tmp_path / "0.png"))[0] == first  # shown again at no cost
+    roomy = _Thumbs()
+    assert roomy.get(str(tmp_path / "bad.png")) == (None, "no thumbnail")
+    assert roomy.get("http://127.0.0.1:9/x.jpg") == (None, "no thumbnail")  # not fetched

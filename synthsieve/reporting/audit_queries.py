@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from synthsieve.io.filesystems import is_remote
 from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
+from synthsieve.reporting.gallery import gallery
 
 __all__ = ["HIST_BINS", "LocalCopy", "audit_report"]
 
@@ -167,6 +168,8 @@ def _single(con: duckdb.DuckDBPyConnection, root: Path, audit_dir: str) -> dict[
             SELECT coalesce(verdict, 'no score') AS pixels,
                    coalesce(evidence_verdict, 'none') AS evidence, count(*) AS images
             FROM a_scores GROUP BY ALL ORDER BY images DESC""")
+    report["run"] = _run(con, summaries[0] if summaries else {})
+    report["gallery"] = gallery(con, has_evidence)
     verdict = "evidence_verdict" if has_evidence else "verdict"
     report["top_prefixes"] = _rows(con, f"""
         WITH p AS (
@@ -178,6 +181,26 @@ def _single(con: duckdb.DuckDBPyConnection, root: Path, audit_dir: str) -> dict[
         SELECT prefix, count(*) AS images, round(avg(ai::INT), 3) AS ai_share
         FROM p GROUP BY 1 ORDER BY ai_share DESC, images DESC LIMIT 10""")
     return report
+
+
+RUN_KEYS = ("run_id", "model", "backend", "thresholds", "sources", "wall_s", "images_per_s")
+
+
+def _run(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> dict[str, Any]:
+    """What ran: the last run's summary.json, and the span of the rows' processed_at (all
+    runs in the directory); models and backends from the rows when there is no summary."""
+    run = {k: summary.get(k) for k in RUN_KEYS}
+    first, last = con.execute("SELECT min(processed_at), max(processed_at) FROM a_images"
+                              ).fetchone()
+    run["first_row_at"] = first.isoformat(timespec="seconds") if first else None
+    run["last_row_at"] = last.isoformat(timespec="seconds") if last else None
+    if not summary and _has(con, "a_scores", "model"):
+        run["model"] = ", ".join(sorted(str(m) for (m,) in con.execute(
+            "SELECT DISTINCT model FROM a_scores WHERE model IS NOT NULL").fetchall())) or None
+        run["backend"] = ", ".join(sorted(str(b) for (b,) in con.execute(
+            "SELECT DISTINCT backend FROM a_scores WHERE backend IS NOT NULL").fetchall())
+        ) or None
+    return run
 
 
 def _diff(con: duckdb.DuckDBPyConnection, previous_dir: str) -> dict[str, Any]:
