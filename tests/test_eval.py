@@ -57,6 +57,8 @@ def test_eval_writes_json_and_html_and_prints_auc_last(tmp_path, tiny_model, cap
     html = (out / "eval.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "Robustness" in html and "center_crop" in html
+    # 12 labelled images: the page says a reliability curve from them means little
+    assert "Reliability: 12 labelled images are too few to judge calibration" in html
 
 
 def test_eval_refuses_a_manifest_without_labels(tmp_path, tiny_model, capsys):

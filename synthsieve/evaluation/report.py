@@ -30,6 +30,12 @@ def png_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+# Fewer labelled images than this, and the reliability plot says it shows too few to judge
+# calibration; a bin with fewer than RELIABILITY_MIN_PER_BIN is drawn hollow.
+RELIABILITY_MIN_IMAGES = 100
+RELIABILITY_MIN_PER_BIN = 10
+
+
 def _plots(report: dict[str, Any]) -> dict[str, str]:
     import matplotlib
 
@@ -54,14 +60,21 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     bins = [b for b in report["reliability"] if b["n"]]
+    n = sum(b["n"] for b in bins)
     ax.plot([0, 1], [0, 1], ls=":", c="grey", label="perfectly calibrated")
-    ax.plot([b["mean_score"] for b in bins], [b["ai_rate"] for b in bins], "o-",
+    ax.plot([b["mean_score"] for b in bins], [b["ai_rate"] for b in bins], "-", c="C0",
             label=f"model (ECE {report['overall']['ece']})")
+    # a bin of a few images is a coin toss, not a calibration estimate: drawn hollow
     for b in bins:
+        few = b["n"] < RELIABILITY_MIN_PER_BIN
+        ax.plot(b["mean_score"], b["ai_rate"], "o", c="C0", mfc="white" if few else "C0")
         ax.annotate(str(b["n"]), (b["mean_score"], b["ai_rate"]), fontsize=7,
                     textcoords="offset points", xytext=(4, -10))
-    ax.set(xlabel="mean score in bin", ylabel="share that is AI", title="Reliability",
-           xlim=(0, 1), ylim=(-0.02, 1.02))
+    title = "Reliability" + (f" ({n} images: too few to judge)"
+                             if n < RELIABILITY_MIN_IMAGES else "")
+    ax.set(xlabel="mean score in bin (hollow: under "
+                  f"{RELIABILITY_MIN_PER_BIN} images)", ylabel="share that is AI",
+           title=title, xlim=(0, 1), ylim=(-0.02, 1.02))
     ax.legend(loc="upper left", fontsize=8)
     out["reliability"] = png_data_uri(fig)
 
@@ -153,6 +166,16 @@ def _gallery(title: str, items: list[dict[str, Any]]) -> str:
     return f"<h3>{html.escape(title)}</h3><div class='gallery'>{''.join(figs)}</div>"
 
 
+def _reliability_note(report: dict[str, Any]) -> str:
+    n = sum(b["n"] for b in report["reliability"])
+    if n >= RELIABILITY_MIN_IMAGES:
+        return ""
+    return (f"<p class='warn' id='reliability-note'>Reliability: {n} labelled images are too "
+            f"few to judge calibration (it takes {RELIABILITY_MIN_IMAGES} or more; bins under "
+            f"{RELIABILITY_MIN_PER_BIN} images are drawn hollow). ECE is shown but is not an "
+            "estimate to rely on.</p>")
+
+
 def write_html(report: dict[str, Any]) -> str:
     plots = _plots(report)
     o = report["overall"]
@@ -175,6 +198,7 @@ def write_html(report: dict[str, Any]) -> str:
         "<h2>Confusion matrix (as is)</h2>", _confusion(o["confusion"]),
         "<div class='plots'>"
         + "".join(f"<img alt='{k}' src='{v}'>" for k, v in plots.items()) + "</div>",
+        _reliability_note(report),
         "<h2>By format (as is)</h2>", _table(report["by_format"], "format"),
         "<h2>By size (as is)</h2>", _table(report["by_size"], "megapixels"),
     ]
