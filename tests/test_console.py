@@ -45,6 +45,7 @@ def test_without_a_terminal_progress_is_a_log_line_with_total_rate_and_eta(caplo
 def test_the_line_says_when_the_total_is_not_known_and_how_long_is_left():
     known = ConsoleProgress("eval", None)
     assert known.line(25, 5.0) == "eval: 25 images done, 5.0 images/s (total not known yet)"
+    assert known.line(1, 1.0) == "eval: 1 image done, 1.0 images/s (total not known yet)"
     known._total = 100
     assert known.line(25, 5.0) == "eval: 25 of 100 images (25%), 5.0 images/s, about 15 s left"
     known._total = 100_000

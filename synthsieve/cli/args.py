@@ -86,8 +86,8 @@ def batch_size(args: argparse.Namespace) -> int:
 
 
 def counted(n: int, noun: str) -> str:
-    """'1 image', '2 images'."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """'1 image', '2 images', '1,000 images'."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def uri_column_argument(p: argparse.ArgumentParser) -> None:

@@ -100,11 +100,13 @@ class ConsoleProgress:
         rate = done / elapsed_s if elapsed_s > 0 else 0.0
         head = f"{self._command}: {done:,}"
         if self._total is None:
-            return f"{head} images done, {rate:.1f} images/s (total not known yet)"
+            return (f"{self._command}: {counted(done, 'image')} done, {rate:.1f} images/s "
+                    "(total not known yet)")
         share = done / self._total if self._total else 1.0
         left = (self._total - done) / rate if rate > 0 and done < self._total else None
         eta = f", about {_duration(left)} left" if left is not None else ""
-        return f"{head} of {self._total:,} images ({share:.0%}), {rate:.1f} images/s{eta}"
+        return (f"{head} of {counted(self._total, 'image')} ({share:.0%}), {rate:.1f} "
+                f"images/s{eta}")
 
 
 def _duration(seconds: float) -> str:

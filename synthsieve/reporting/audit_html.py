@@ -46,6 +46,10 @@ def _table(rows: list[dict[str, Any]] | dict[str, Any], headers: tuple[str, str]
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
+
+
 def _histogram(hist: list[int], thresholds: dict[str, float] | None, log: bool) -> str:
     import matplotlib.pyplot as plt
 
@@ -241,8 +245,8 @@ def render(report: dict[str, Any]) -> str:
     diff = report.get("diff")
     if diff:
         parts += [f"<h2>Changes since {html.escape(diff['previous'])}</h2>",
-                  f"<p>by {diff['column']}; {diff['only_in_this_audit']} images only in this "
-                  f"audit, {diff['only_in_previous']} only in the previous one</p>",
+                  f"<p>by {diff['column']}; {_images(diff['only_in_this_audit'])} only in "
+                  f"this audit, {diff['only_in_previous']} only in the previous one</p>",
                   _table(diff["changed"], empty="No verdict changed"), "<h3>Examples</h3>",
                   _table(diff["examples"], empty="No verdict changed")]
     parts.append("</body></html>")
