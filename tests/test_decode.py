@@ -228,3 +228,40 @@ def test_decoding_ahead_keeps_each_images_window_and_still_times_out_a_stalled_o
     assert by_id.pop("id1") == (True, 10)  # the stalled one: a timeout row, in its window
     assert by_id == {f"id{i}": (False, i * 10) for i in range(8) if i != 1}
     assert [o for o in outputs if isinstance(o, TaggedOutput)][0].tag == ERRORS
+
+
+def test_a_bundle_decodes_on_a_few_threads_however_many_images(monkeypatch):
+    """Decode-ahead runs on `workers` threads for the bundle, not a thread per image (the
+    thread-local state a C2PA read leaves outlives its thread), and they end with it."""
+    import threading
+    import time
+
+    from apache_beam.transforms.window import GlobalWindow
+
+    from synthsieve.elements import FetchedImage, ImageRef
+    from synthsieve.provenance import ProvenanceOptions
+    from synthsieve.transforms import decode
+
+    ran_on: set[int] = set()
+    real = decode.decode_image
+
+    def recording(*args, **kwargs):
+        ran_on.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", recording)
+    dofn = decode._Decode(None, 10_000_000, "run", ProvenanceOptions(), ahead=8, workers=2)
+    dofn.setup()
+    dofn.start_bundle()
+    data = encode(photo_like(32, 32), "PNG")
+    out = []
+    for i in range(60):
+        out += list(dofn.process(FetchedImage(ImageRef(f"file:///{i}", str(i)), data, "s"),
+                                 timestamp=0, window=GlobalWindow()))
+    out += list(dofn.finish_bundle())
+    assert len(out) == 60
+    assert 1 <= len(ran_on) <= 2
+    deadline = time.monotonic() + 5
+    while ran_on & {t.ident for t in threading.enumerate()}:
+        assert time.monotonic() < deadline, "decode threads outlived the bundle"
+        time.sleep(0.01)

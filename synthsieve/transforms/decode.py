@@ -35,59 +35,78 @@ log = logging.getLogger("synthsieve.decode")
 
 
 class _Job:
-    """One image's decode in a thread of its own.
+    """One image's decode, run by a _DecodeThreads thread, bounded in time by its caller."""
 
-    Python cannot stop a thread, so one that overruns its time is abandoned: it finishes on
-    its own (bounded by --max-pixels and --max-bytes) and its result is thrown away, while
-    the element gets its error row at the limit. `slots` bounds how many decode at once; an
-    abandoned job's slot is handed back when it is abandoned, so a stuck file cannot starve
-    the others. Starting a thread per image costs far less than the decode it guards.
-    """
-
-    def __init__(self, item: FetchedImage, work: Callable[[FetchedImage], Any],
-                 slots: threading.Semaphore, timestamp: Any = None, window: Any = None):
+    def __init__(self, item: FetchedImage, timestamp: Any = None, window: Any = None):
         self.item, self.timestamp, self.window = item, timestamp, window
         self.started_at: float | None = None
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
-        self._slots = slots
-        self._lock = threading.Lock()
-        self._holds_slot = False
-        threading.Thread(target=self._run, args=(work,), name="synthsieve-decode",
-                         daemon=True).start()
+        self.abandoned = False
 
-    def _run(self, work: Callable[[FetchedImage], Any]) -> None:
-        self._slots.acquire()
-        with self._lock:
-            self._holds_slot = True
-            self.started_at = time.monotonic()
+    def run(self, work: Callable[[FetchedImage], Any]) -> None:
+        self.started_at = time.monotonic()
         try:
             self.value = work(self.item)
         except BaseException as e:  # noqa: BLE001 - re-raised in the DoFn's thread
             self.error = e
         finally:
-            self._release()
             self.done.set()
 
-    def _release(self) -> None:
-        with self._lock:
-            if self._holds_slot:
-                self._holds_slot = False
-                self._slots.release()
-
     def overran(self, timeout_s: float, now: float) -> bool:
-        return (not self.done.is_set() and self.started_at is not None
-                and now - self.started_at > timeout_s)
-
-    def abandon(self) -> None:
-        self._release()
+        started = self.started_at
+        return not self.done.is_set() and started is not None and now - started > timeout_s
 
     def wait(self, timeout_s: float) -> None:
         """Until done, overrun, or a short while if it has not started yet."""
         started = self.started_at
         limit = 0.05 if started is None else max(0.0, started + timeout_s - time.monotonic())
         self.done.wait(limit)
+
+
+class _DecodeThreads:
+    """`workers` threads that run one bundle's decode jobs, in the order given.
+
+    Python cannot stop a thread, so a job that overruns its time is abandoned: its thread is
+    left to finish it on its own (bounded by --max-pixels and --max-bytes) and then ends,
+    and a new thread takes its place, so a stuck file costs a thread, never a worker. The
+    threads live as long as the bundle, not one per image: the thread-local state a C2PA
+    read leaves is not freed when its thread ends, so a thread per image would make memory
+    grow with the corpus (bench/memory.py --source manifest).
+    """
+
+    def __init__(self, work: Callable[[FetchedImage], Any], workers: int):
+        self._work = work
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = 0
+        for _ in range(workers):
+            self._start()
+
+    def _start(self) -> None:
+        self._threads += 1
+        threading.Thread(target=self._loop, name="synthsieve-decode", daemon=True).start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job.run(self._work)
+            if job.abandoned:  # replaced while it ran: leave the work to the others
+                return
+
+    def submit(self, job: _Job) -> None:
+        self._jobs.put(job)
+
+    def abandon(self, job: _Job) -> None:
+        """Called from the DoFn's thread for a job that overran (it has started)."""
+        job.abandoned = True
+        self._threads -= 1
+        self._start()
+
+    def close(self) -> None:
+        """Ends the threads once the jobs queued before are done (a stuck one on its own)."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+        self._threads = 0
 
 
 class _Decode(beam.DoFn):
@@ -117,20 +136,31 @@ class _Decode(beam.DoFn):
         # Provenance readers are used by one decode at a time; an abandoned decode keeps
         # its reader, and the next one gets a new reader.
         self._readers: queue.SimpleQueue[ProvenanceReader] = queue.SimpleQueue()
-        self._slots = threading.Semaphore(self._workers)
         self._pending: deque[_Job] = deque()
+        self._threads: _DecodeThreads | None = None
 
     def start_bundle(self) -> None:
         self._pending = deque()
 
     def process(self, item: FetchedImage, timestamp: Any = beam.DoFn.TimestampParam,
                 window: Any = beam.DoFn.WindowParam) -> Iterable[Any]:
-        self._pending.append(_Job(item, self._work, self._slots, timestamp, window))
+        if self._threads is None:  # the bundle's first image
+            self._threads = _DecodeThreads(self._work, self._workers)
+        job = _Job(item, timestamp, window)
+        self._pending.append(job)
+        self._threads.submit(job)
         yield from self._finished(wait=len(self._pending) >= self._ahead)
 
     def finish_bundle(self) -> Iterable[Any]:
         while self._pending:
             yield from self._finished(wait=True)
+        self.teardown()
+
+    def teardown(self) -> None:
+        # also after a bundle that failed, whose finish_bundle never ran
+        if self._threads is not None:
+            self._threads.close()
+            self._threads = None
 
     def _finished(self, wait: bool) -> Iterable[Any]:
         """The outputs of the jobs that are done or overran; with `wait`, at least one."""
@@ -154,7 +184,7 @@ class _Decode(beam.DoFn):
         return in_window(value, job.timestamp, job.window)
 
     def _timed_out(self, job: _Job) -> beam.pvalue.TaggedOutput:
-        job.abandon()
+        self._threads.abandon(job)
         self._timeouts.inc()
         message = f"decoding took longer than {self._timeout_s:g} s; abandoned"
         log.warning("%s: %s", job.item.ref.uri, message)
