@@ -39,7 +39,9 @@ __all__ = [
     "follower_row",
 ]
 
-MAX_REMEMBERED = 250_000  # sha256 -> leader id entries kept per worker process
+# sha256 -> leader id entries kept per worker process (about 0.3 KB each): full by a
+# 100,000-image run, so that a longer one holds no more
+MAX_REMEMBERED = 100_000
 MAX_ROWS = 20_000  # leader outcomes kept per worker process for later followers
 SCORE, ERROR = "score", "error"
 
