@@ -132,23 +132,35 @@ def _group_table(rows: dict[str, dict[str, Any]], first: str) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def thumbnail_data_uri(uri: str) -> str | None:
-    """A small JPEG of a local image for the report; None for remote or unreadable files
-    (the report is written without fetching anything again)."""
-    from PIL import Image
+# A file larger than this, or with more pixels, gets no thumbnail.
+THUMB_MAX_SOURCE_BYTES = 64 * 1024 * 1024
+THUMB_MAX_PIXELS = 100_000_000
 
+
+def thumbnail_data_uri(uri: str, side: int = THUMBNAIL_PX, quality: int = 80) -> str | None:
+    """A JPEG data URI at most `side` px on its longer side, made from the file (local or in
+    a bucket) with the same guarded decoder as the pipeline; None for an http(s) source (a
+    report fetches nothing again) or a file that cannot be read or decoded."""
+    from synthsieve.images import DecodeError, decode_image
+    from synthsieve.io.filesystems import open_for_read
+    from synthsieve.io.read import is_http
+
+    if is_http(uri):
+        return None
     path = uri[len("file://"):] if uri.startswith("file://") else uri
-    if "://" in path:
-        return None
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
-            img = img.convert("RGB")
-            img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except Exception:  # a thumbnail is decoration: the row still shows uri and score
+        with open_for_read(path) as f:
+            data = f.read(THUMB_MAX_SOURCE_BYTES + 1)
+        if len(data) > THUMB_MAX_SOURCE_BYTES:
+            return None
+        image = decode_image(data, (side, side), THUMB_MAX_PIXELS).image
+    except (OSError, DecodeError, ValueError):
         return None
+    except Exception:  # noqa: BLE001 - a file a filesystem cannot open is only a missing picture
+        return None
+    image.thumbnail((side, side))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

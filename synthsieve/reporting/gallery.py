@@ -5,13 +5,11 @@ the files themselves (local and bucket sources; an http source is not fetched ag
 
 from __future__ import annotations
 
-import base64
-import io
 from typing import Any
 
 import duckdb
 
-from synthsieve.io.read import is_http
+from synthsieve.evaluation.report import thumbnail_data_uri
 from synthsieve.provenance.evidence import (
     GOOD_SIGNATURE,
     generator_tool,
@@ -28,9 +26,6 @@ THUMB_SIDE = 160
 # Thumbnails stop once their JPEGs add up to this: the page stays a file that a mail or a
 # ticket takes (the rest of the page is a few hundred KB).
 THUMB_BUDGET_BYTES = 3 * 1024 * 1024
-# A file larger than this, or with more pixels, gets no thumbnail.
-THUMB_MAX_SOURCE_BYTES = 64 * 1024 * 1024
-THUMB_MAX_PIXELS = 100_000_000
 
 _SCORE_COLUMNS = ("image_id, uri, ai_generated, verdict, evidence_verdict, verdict_reason, "
                   "c2pa, xmp, generation_params, watermark")
@@ -96,24 +91,6 @@ def badges(row: dict[str, Any]) -> list[str]:
 
 
 def thumbnail(uri: str) -> str | None:
-    """A JPEG data URI at most THUMB_SIDE on its longer side, made from the file; None for
-    an http(s) source (not fetched again), or a file that cannot be read or decoded."""
-    if is_http(uri):
-        return None
-    from synthsieve.images import DecodeError, decode_image
-    from synthsieve.io.filesystems import open_for_read
-
-    try:
-        with open_for_read(uri) as f:
-            data = f.read(THUMB_MAX_SOURCE_BYTES + 1)
-        if len(data) > THUMB_MAX_SOURCE_BYTES:
-            return None
-        image = decode_image(data, (THUMB_SIDE, THUMB_SIDE), THUMB_MAX_PIXELS).image
-    except (OSError, DecodeError, ValueError):
-        return None
-    except Exception:  # noqa: BLE001 - a file a filesystem cannot open is only a missing picture
-        return None
-    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    """A JPEG data URI at most THUMB_SIDE on its longer side (evaluation/report.py makes it
+    for both reports); None for an http(s) source or a file that cannot be shown."""
+    return thumbnail_data_uri(uri, THUMB_SIDE, quality=70)
