@@ -111,15 +111,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
                       resume=args.resume,
                       commit_rows=args.commit_every, dry_run=args.dry_run,
                       **job_settings(args, provenance, api))
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from synthsieve.cli.console import ConsoleProgress, summary_lines
+    from synthsieve.cli.console import ConsoleProgress, shown_here, summary_lines
     from synthsieve.inference.remote import ApiAuthError, ApiKeyMissing
-    from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode, one_worker_in_process
+    from synthsieve.runners.choice import RunnerUnavailable, UnsafeRunnerMode
 
-    # rows are counted where they are written: shown for the one in-process worker
-    shown = (not args.quiet and not args.dry_run
-             and one_worker_in_process(PipelineOptions(beam_args)))
+    shown = not args.dry_run and shown_here(args.quiet, beam_args)
     # --resume skips inputs already done, which a count of the sources cannot know
     count = None if args.resume else (lambda: count_references(cfg.sources))
     try:

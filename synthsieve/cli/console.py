@@ -14,12 +14,22 @@ from typing import IO, Any
 from synthsieve.cli.args import counted
 from synthsieve.transforms import progress
 
-__all__ = ["ConsoleProgress", "summary_lines"]
+__all__ = ["ConsoleProgress", "shown_here", "summary_lines"]
 
 log = logging.getLogger("synthsieve.progress")
 
 BAR_EVERY_S = 0.5
 LINE_EVERY_S = 30.0
+
+
+def shown_here(quiet: bool, beam_args: list[str]) -> bool:
+    """Whether this process can show a job's progress: rows are counted where they are
+    written, which is here only for the local runner's one in-process worker."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from synthsieve.runners.choice import one_worker_in_process
+
+    return not quiet and one_worker_in_process(PipelineOptions(beam_args))
 
 
 class ConsoleProgress:
@@ -128,14 +138,12 @@ def summary_lines(command: str, summary: dict[str, Any], out: str,
     lines = [f"{command}: {counted(inputs, 'input')}: {scores:,} scored, "
              f"{counted(errors, 'error')} in {summary['wall_s']} s "
              f"({summary['images_per_s']} images/s)"]
-    verdicts = summary.get("evidence_verdicts") or summary.get("verdicts") or {}
-    if verdicts:
-        lines.append("  verdicts: " + ", ".join(f"{n:,} {v}" for v, n in sorted(
-            verdicts.items(), key=lambda kv: -kv[1])))
-    by_stage = summary.get("errors_by_stage") or {}
-    if by_stage:
-        lines.append("  errors by stage: " + ", ".join(
-            f"{n:,} {stage}" for stage, n in sorted(by_stage.items(), key=lambda kv: -kv[1])))
+    for label, counts in (
+            ("verdicts", summary.get("evidence_verdicts") or summary.get("verdicts")),
+            ("errors by stage", summary.get("errors_by_stage"))):
+        if counts:
+            lines.append(f"  {label}: " + ", ".join(
+                f"{n:,} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])))
     lines.append(f"  output: {out}")
     if next_command:
         lines.append(f"  next: {next_command}")

@@ -80,17 +80,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
                      conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
                      batch_size=args.batch_size, http=http_config(args),
                      decode_timeout_s=args.decode_timeout, provenance=loaded[1])
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from synthsieve.cli.console import ConsoleProgress
+    from synthsieve.cli.console import ConsoleProgress, shown_here
     from synthsieve.io.sources import count_references
-    from synthsieve.runners.choice import one_worker_in_process
 
     def rows_due() -> int | None:  # one row per reference and condition
         n = count_references([cfg.manifest])
         return None if n is None else n * len(cfg.conditions)
 
-    shown = not args.quiet and one_worker_in_process(PipelineOptions(beam_args))
+    shown = shown_here(args.quiet, beam_args)
     try:
         with ConsoleProgress("eval", rows_due, enabled=shown):
             report = run_eval(cfg, beam_args)

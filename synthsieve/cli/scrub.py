@@ -44,14 +44,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return refuse("scrub", f"--policy: {e}")
     cfg = ScrubConfig(audit_dir=args.audit_dir, out_dir=args.out, policy=policy,
                       apply=args.apply, to=args.to)
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from synthsieve.cli.console import ConsoleProgress
+    from synthsieve.cli.console import ConsoleProgress, shown_here
     from synthsieve.pipelines.scrub import table_rows
-    from synthsieve.runners.choice import one_worker_in_process
 
-    shown = (not args.quiet and args.apply is not None
-             and one_worker_in_process(PipelineOptions(beam_args)))
+    shown = args.apply is not None and shown_here(args.quiet, beam_args)
     try:
         with ConsoleProgress("scrub", lambda: table_rows(cfg.audit_dir), enabled=shown):
             summary = run_scrub(cfg, beam_args)
