@@ -136,17 +136,16 @@ def test_a_jpeg_header_cut_inside_a_segment_is_an_error_not_a_crash():
     assert e.value.error_type in ("truncated", "corrupt")
 
 
-def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(monkeypatch):
-    import time
 
-    from apache_beam.pvalue import TaggedOutput
+@pytest.fixture
+def stalled_decoder(monkeypatch):
+    """A stand-in for a file built to stall the decoder: decode_image blocks on data that
+    starts with STALL until the returned event is set (or 30 s)."""
+    import threading
 
-    from synthsieve.elements import ERRORS, FetchedImage, ImageRef
-    from synthsieve.provenance import ProvenanceOptions
     from synthsieve.transforms import decode
 
-    # A stand-in for a file built to stall the decoder: decode_image blocks on it.
-    released = __import__("threading").Event()
+    released = threading.Event()
     real = decode.decode_image
 
     def stalling(data, *args, **kwargs):
@@ -155,6 +154,21 @@ def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(monke
         return real(data, *args, **kwargs)
 
     monkeypatch.setattr(decode, "decode_image", stalling)
+    yield released
+    released.set()
+
+
+def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(
+        stalled_decoder):
+    import time
+
+    from apache_beam.pvalue import TaggedOutput
+
+    from synthsieve.elements import ERRORS, FetchedImage, ImageRef
+    from synthsieve.provenance import ProvenanceOptions
+    from synthsieve.transforms import decode
+
+    released = stalled_decoder
     dofn = decode._Decode(None, 10_000_000, "run", ProvenanceOptions(), timeout_s=0.5)
     dofn.setup()
     good = encode(photo_like(64, 48), "PNG")
@@ -175,12 +189,11 @@ def test_a_decode_that_overruns_its_time_limit_becomes_a_timeout_error_row(monke
 
 
 def test_decoding_ahead_keeps_each_images_window_and_still_times_out_a_stalled_one(
-        monkeypatch):
+        stalled_decoder):
     """With decode-ahead, images decode in background threads while the stage goes on:
     each output carries its own element's window (it may leave during a later element),
     a stalled decode still becomes a timeout row at the limit, and the others are not
     held back by it."""
-    import threading
     import time
 
     from apache_beam.pvalue import TaggedOutput
@@ -191,15 +204,7 @@ def test_decoding_ahead_keeps_each_images_window_and_still_times_out_a_stalled_o
     from synthsieve.provenance import ProvenanceOptions
     from synthsieve.transforms import decode
 
-    released = threading.Event()
-    real = decode.decode_image
-
-    def stalling(data, *args, **kwargs):
-        if data.startswith(b"STALL"):
-            released.wait(30)
-        return real(data, *args, **kwargs)
-
-    monkeypatch.setattr(decode, "decode_image", stalling)
+    released = stalled_decoder
     dofn = decode._Decode(None, 10_000_000, "run", ProvenanceOptions(), timeout_s=0.5,
                           ahead=4, workers=2)
     dofn.setup()
