@@ -232,8 +232,8 @@ def _jsonl(path_prefix: str) -> beam.PTransform:
 def build_scrub(p: beam.Pipeline, cfg: ScrubConfig) -> None:
     tables = []
     for table in (SCORES_DIR, ERRORS_DIR):
-        pattern = FileSystems.join(cfg.audit_dir, table, "**.parquet")
-        if FileSystems.match([pattern])[0].metadata_list:
+        pattern, files = _table_files(cfg.audit_dir, table)
+        if files:
             tables.append(p | f"Read{table}" >> beam.io.ReadFromParquet(pattern))
     if not tables:
         raise FileNotFoundError(f"no scores or errors Parquet files under {cfg.audit_dir}")
@@ -261,11 +261,16 @@ def table_rows(audit_dir: str) -> int:
 
     total = 0
     for table in (SCORES_DIR, ERRORS_DIR):
-        pattern = FileSystems.join(audit_dir, table, "**.parquet")
-        for meta in FileSystems.match([pattern])[0].metadata_list:
-            with FileSystems.open(meta.path) as fh:
+        for path in _table_files(audit_dir, table)[1]:
+            with FileSystems.open(path) as fh:
                 total += pq.ParquetFile(fh).metadata.num_rows
     return total
+
+
+def _table_files(audit_dir: str, table: str) -> tuple[str, list[str]]:
+    """(the glob of an audit table's Parquet files, the files it matches)."""
+    pattern = FileSystems.join(audit_dir, table, "**.parquet")
+    return pattern, [m.path for m in FileSystems.match([pattern])[0].metadata_list]
 
 
 def run_scrub(cfg: ScrubConfig, pipeline_args: list[str] | None = None) -> dict[str, Any]:
