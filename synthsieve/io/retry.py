@@ -77,12 +77,16 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def backoff_delay(attempt: int, retry_after: float | None, base_s: float, max_s: float) -> float:
-    """Seconds to wait before retry `attempt`: the server's Retry-After when it gave one
-    (capped), else exponential backoff with jitter."""
+def backoff_delay(failures: int, retry_after: float | None, base_s: float,
+                  max_s: float) -> float:
+    """Seconds to wait before the next try: the server's Retry-After when it gave one
+    (capped), else exponential backoff with full jitter, a uniform draw up to
+    base * 2**(failures - 1), where `failures` counts the failures that came without a
+    Retry-After. Full jitter spreads the retries of many clients best and finishes their
+    work soonest (the AWS Architecture Blog's "Exponential Backoff And Jitter")."""
     if retry_after is not None:
         return min(retry_after, max_s)
-    return min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return random.uniform(0.0, min(max_s, base_s * 2 ** (max(1, failures) - 1)))
 
 
 async def with_retries(attempt: Callable[[], Awaitable[R]], result: R,
@@ -98,6 +102,9 @@ async def with_retries(attempt: Callable[[], Awaitable[R]], result: R,
     Returns:
       What `attempt` returned, or `result` failed with the last error's type and message.
     """
+    # A Retry-After answer says when to come back, not that the server is failing, so only
+    # the failures without one grow the backoff.
+    unhinted = 0
     while True:
         result.attempts += 1
         try:
@@ -110,5 +117,7 @@ async def with_retries(attempt: Callable[[], Awaitable[R]], result: R,
         if result.attempts > policy.retries:
             result.fail(error_type, f"{message} (gave up after {result.attempts} attempts)")
             return result
-        await asyncio.sleep(backoff_delay(result.attempts, retry_after,
+        if retry_after is None:
+            unhinted += 1
+        await asyncio.sleep(backoff_delay(unhinted, retry_after,
                                           policy.backoff_base_s, policy.backoff_max_s))
