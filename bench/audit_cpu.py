@@ -8,7 +8,10 @@ AVX2-only CPU gets. Decode and inference alone each have every core to themselve
 pipeline runs both on the same cores, so it is also compared with the rate the two reach
 when they take turns on them. On a shared machine one measurement of each moves by a fifth
 from run to run, so `--repeat` measures all three in turn several times and reports the
-median of each repeat's ratios.
+median of each repeat's ratios. It also counts the CPU seconds each part takes (decode,
+provenance read, inference, the whole pipeline from start to finish): the pipeline's CPU
+seconds over the cores is the least time it can take here, which bounds its ratio however
+well the parts overlap.
 
     .venv/bin/python bench/audit_cpu.py                       # ../shared/data if present
     .venv/bin/python bench/audit_cpu.py --source DIR --limit 300
@@ -37,6 +40,7 @@ from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.pipelines.audit import AuditConfig, run_audit
+from synthsieve.provenance import ProvenanceOptions, ProvenanceReader
 from synthsieve.runners.choice import with_local_defaults
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,17 +73,29 @@ def images_of(source: Path, limit: int) -> list[Path]:
     return files[:limit]
 
 
-def bench_decode(files: list[Path], spec: ModelSpec, threads: int) -> tuple[float, list]:
+def bench_decode(files: list[Path], spec: ModelSpec, threads: int) -> tuple[float, float, list]:
+    """(images/s, CPU seconds, the decoded images and their model inputs)."""
     blobs = [f.read_bytes() for f in files]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
-        prepared = list(pool.map(lambda b: prepare(b, spec, 10**9)[1], blobs))
-    return len(blobs) / (time.perf_counter() - t), prepared
+        decoded = list(pool.map(lambda b: prepare(b, spec, 10**9), blobs))
+    return (len(blobs) / (time.perf_counter() - t), time.process_time() - cpu,
+            [(b, d, p) for b, (d, p) in zip(blobs, decoded, strict=True)])
+
+
+def provenance_cpu_s(decoded: list) -> float:
+    """CPU seconds the pipeline's provenance read takes over these images, on one thread."""
+    reader = ProvenanceReader(ProvenanceOptions())
+    cpu = time.process_time()
+    for data, d, _ in decoded:
+        reader.read(data, d.original, d.stored_pixels, d.format)
+    return time.process_time() - cpu
 
 
 def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int,
-                    kernel: str | None = None) -> tuple[float, str]:
-    """(images/s, the kernel it ran on); `kernel` forces one (SYNTHSIEVE_INT8_KERNEL)."""
+                    kernel: str | None = None) -> tuple[float, str, float]:
+    """(images/s, the kernel it ran on, CPU seconds); `kernel` forces one
+    (SYNTHSIEVE_INT8_KERNEL)."""
     before = os.environ.get(ENV)
     if kernel:
         os.environ[ENV] = kernel
@@ -92,12 +108,13 @@ def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int,
         else:
             os.environ[ENV] = before
     list(handler.run_inference(prepared[:batch], session))  # warm-up
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(prepared), batch):
         list(handler.run_inference(prepared[i:i + batch], session))
     rate = len(prepared) / (time.perf_counter() - t)
+    cpu = time.process_time() - cpu
     session.close()
-    return rate, session.kernel
+    return rate, session.kernel, cpu
 
 
 def main() -> int:
@@ -130,19 +147,24 @@ def main() -> int:
         print(f"{len(files)} images from {source}; {cores} cores; batch {args.batch_size}; "
               f"pipeline options {' '.join(beam_args) or '(DirectRunner defaults)'}", flush=True)
 
-        decode_1, prepared = bench_decode(files, spec, 1)
-        decode_n, _ = bench_decode(files, spec, cores)
+        decode_1, decode_cpu, decoded = bench_decode(files, spec, 1)
+        decode_n, _, _ = bench_decode(files, spec, cores)
+        prepared = [p for _, _, p in decoded]
+        prov_cpu = provenance_cpu_s(decoded)
+        del decoded
         # The pipeline reads from a manifest of exactly these files.
         manifest = Path(tmp) / "bench.csv"
         manifest.write_text("uri\n" + "".join(f"{f}\n" for f in files))
         rounds = []
         for i in range(args.repeat):
-            infer, kernel = bench_inference(prepared, spec, args.batch_size, cores)
-            infer_u8u8, _ = bench_inference(prepared, spec, 1, cores, kernel=U8U8)
+            infer, kernel, infer_cpu = bench_inference(prepared, spec, args.batch_size, cores)
+            infer_u8u8, _, _ = bench_inference(prepared, spec, 1, cores, kernel=U8U8)
             cfg = AuditConfig(sources=[str(manifest)], out_dir=str(Path(tmp) / f"out{i}"),
                               model_dir=args.model, batch_size=args.batch_size,
                               intra_op_threads=ort_threads)
+            cpu = time.process_time()
             summary = run_audit(cfg, args.beam_args)
+            pipeline_cpu = time.process_time() - cpu
             pipeline = (summary["scores"] + summary["errors"]) / summary["wall_s"]
             # decode and inference each measured with every core to itself; the pipeline
             # runs both on the same cores, so this is the most it could do
@@ -151,7 +173,11 @@ def main() -> int:
                            "wall_s": summary["wall_s"], "shared": shared,
                            "shared_ratio": pipeline / shared,
                            "pipeline_ratio": pipeline / min(decode_n, infer),
-                           "kernel_ratio": infer / infer_u8u8})
+                           "kernel_ratio": infer / infer_u8u8,
+                           "inference_cpu": infer_cpu, "pipeline_cpu": pipeline_cpu,
+                           # were every core busy all the time, the pipeline's CPU work
+                           # would still take this long: its best ratio on this machine
+                           "cpu_bound_ratio": len(files) * cores / pipeline_cpu / infer})
             print(f"round {i + 1}: inference {infer:.1f}, u8u8 one per call "
                   f"{infer_u8u8:.1f}, pipeline {pipeline:.1f} images/s", flush=True)
 
@@ -175,12 +201,19 @@ def main() -> int:
             round(r["pipeline_ratio"], 3) for r in rounds],
         "decode_and_inference_on_shared_cores_img_s": round(median("shared"), 1),
         "ratio_pipeline_to_shared_cores": round(median("shared_ratio"), 3),
+        "cpu_s_per_image": {
+            "decode_preprocess": round(decode_cpu / len(files), 4),
+            "provenance": round(prov_cpu / len(files), 4),
+            "inference": round(median("inference_cpu") / len(files), 4),
+            "pipeline_start_to_finish": round(median("pipeline_cpu") / len(files), 4)},
+        "ratio_if_every_core_were_busy": round(median("cpu_bound_ratio"), 3),
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
     print(f"ratio pipeline/slower stage: {result['ratio_pipeline_to_slower_stage']:.3f} "
           f"(to decode and inference sharing the cores: "
-          f"{result['ratio_pipeline_to_shared_cores']:.3f}); "
+          f"{result['ratio_pipeline_to_shared_cores']:.3f}; the pipeline's CPU work "
+          f"allows at most {result['ratio_if_every_core_were_busy']:.3f} on {cores} cores); "
           f"inference on {kernel} over u8u8 one image per call: "
           f"{result['ratio_inference_to_u8u8_one_per_call']:.2f}x")
     return 0
