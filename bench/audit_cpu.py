@@ -125,6 +125,9 @@ def main() -> int:
     ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of inference, u8u8 inference and pipeline, in turn")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="ONNX Runtime intra-op threads, alone and in the pipeline (default: "
+                         "the cores, shared among the pipeline's workers)")
     ap.add_argument("beam_args", nargs="*", help="pipeline options, after --")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -142,9 +145,13 @@ def main() -> int:
         workers = 1
         if "--direct_num_workers" in beam_args:
             workers = int(beam_args[beam_args.index("--direct_num_workers") + 1])
-        ort_threads = default_intra_op_threads(workers)
         cores = default_intra_op_threads(1)
-        print(f"{len(files)} images from {source}; {cores} cores; batch {args.batch_size}; "
+        # inference alone gets as many threads as the pipeline's model (one worker's share
+        # of the cores unless --threads says); decode alone gets every core
+        ort_threads = args.threads or default_intra_op_threads(workers)
+        threads = args.threads or cores
+        print(f"{len(files)} images from {source}; {cores} cores; {ort_threads} intra-op "
+              f"threads in the pipeline; batch {args.batch_size}; "
               f"pipeline options {' '.join(beam_args) or '(DirectRunner defaults)'}", flush=True)
 
         decode_1, decode_cpu, decoded = bench_decode(files, spec, 1)
@@ -157,8 +164,8 @@ def main() -> int:
         manifest.write_text("uri\n" + "".join(f"{f}\n" for f in files))
         rounds = []
         for i in range(args.repeat):
-            infer, kernel, infer_cpu = bench_inference(prepared, spec, args.batch_size, cores)
-            infer_u8u8, _, _ = bench_inference(prepared, spec, 1, cores, kernel=U8U8)
+            infer, kernel, infer_cpu = bench_inference(prepared, spec, args.batch_size, threads)
+            infer_u8u8, _, _ = bench_inference(prepared, spec, 1, threads, kernel=U8U8)
             cfg = AuditConfig(sources=[str(manifest)], out_dir=str(Path(tmp) / f"out{i}"),
                               model_dir=args.model, batch_size=args.batch_size,
                               intra_op_threads=ort_threads)
