@@ -4,7 +4,9 @@ All run in this one process on the same images, so the ratios printed at the end
 comparable across noisy machines: the pipeline's images/s over the slower of the two stages,
 and inference with the integer kernels this CPU gets (inference/kernels.py) over the same
 model forced onto the UINT8 x UINT8 kernels (SYNTHSIEVE_INT8_KERNEL=u8u8), the choice an
-AVX2-only CPU gets. Decode and inference alone each have every core to themselves; the
+AVX2-only CPU gets, one image per call as before; and inference as the handler runs this
+model (one-image calls on a thread each, several at once) over the same calls run one at a
+time on every thread. Decode and inference alone each have every core to themselves; the
 pipeline runs both on the same cores, so it is also compared with the rate the two reach
 when they take turns on them. On a shared machine one measurement of each moves by a fifth
 from run to run, so `--repeat` measures all three in turn several times and reports the
@@ -93,14 +95,17 @@ def provenance_cpu_s(decoded: list) -> float:
 
 
 def bench_inference(prepared: list, spec: ModelSpec, batch: int, threads: int,
-                    kernel: str | None = None) -> tuple[float, str, float]:
+                    kernel: str | None = None, calls: int | None = None
+                    ) -> tuple[float, str, float]:
     """(images/s, the kernel it ran on, CPU seconds); `kernel` forces one
-    (SYNTHSIEVE_INT8_KERNEL)."""
+    (SYNTHSIEVE_INT8_KERNEL), `calls` the one-image calls run at once (default: the
+    handler's)."""
     before = os.environ.get(ENV)
     if kernel:
         os.environ[ENV] = kernel
     try:
-        handler = OnnxImageModelHandler(spec, batch_size=batch, intra_op_threads=threads)
+        handler = OnnxImageModelHandler(spec, batch_size=batch, intra_op_threads=threads,
+                                        concurrent_calls=calls)
         session = handler.load_model()
     finally:
         if before is None:
@@ -165,7 +170,11 @@ def main() -> int:
         rounds = []
         for i in range(args.repeat):
             infer, kernel, infer_cpu = bench_inference(prepared, spec, args.batch_size, threads)
-            infer_u8u8, _, _ = bench_inference(prepared, spec, 1, threads, kernel=U8U8)
+            # one call at a time on every thread: how the handler ran this model before
+            infer_serial, _, _ = bench_inference(prepared, spec, args.batch_size, threads,
+                                                 calls=1)
+            infer_u8u8, _, _ = bench_inference(prepared, spec, 1, threads, kernel=U8U8,
+                                               calls=1)
             cfg = AuditConfig(sources=[str(manifest)], out_dir=str(Path(tmp) / f"out{i}"),
                               model_dir=args.model, batch_size=args.batch_size,
                               intra_op_threads=ort_threads)
@@ -177,6 +186,7 @@ def main() -> int:
             # runs both on the same cores, so this is the most it could do
             shared = 1 / (1 / infer + 1 / decode_n)
             rounds.append({"inference": infer, "u8u8": infer_u8u8, "pipeline": pipeline,
+                           "serial": infer_serial, "concurrency_gain": infer / infer_serial,
                            "wall_s": summary["wall_s"], "shared": shared,
                            "shared_ratio": pipeline / shared,
                            "pipeline_ratio": pipeline / min(decode_n, infer),
@@ -185,7 +195,8 @@ def main() -> int:
                            # were every core busy all the time, the pipeline's CPU work
                            # would still take this long: its best ratio on this machine
                            "cpu_bound_ratio": len(files) * cores / pipeline_cpu / infer})
-            print(f"round {i + 1}: inference {infer:.1f}, u8u8 one per call "
+            print(f"round {i + 1}: inference {infer:.1f} (one call at a time "
+                  f"{infer_serial:.1f}), u8u8 one per call "
                   f"{infer_u8u8:.1f}, pipeline {pipeline:.1f} images/s", flush=True)
 
     def median(key: str) -> float:
@@ -198,6 +209,8 @@ def main() -> int:
         f"decode_preprocess_img_s_{cores}_threads": round(decode_n, 1),
         f"inference_img_s_batch_{args.batch_size}": round(median("inference"), 1),
         "kernel": kernel,
+        "inference_img_s_one_call_at_a_time": round(median("serial"), 1),
+        "ratio_inference_to_one_call_at_a_time": round(median("concurrency_gain"), 2),
         "inference_img_s_u8u8_one_per_call": round(median("u8u8"), 1),
         "ratio_inference_to_u8u8_one_per_call": round(median("kernel_ratio"), 2),
         "pipeline_img_s": round(median("pipeline"), 1),

