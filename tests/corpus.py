@@ -1,4 +1,5 @@
-"""Generates the good and bad input files the tests audit (no data from ../shared)."""
+"""Generates the good and bad input files the tests audit (no data from ../shared), and
+reads the bundled sample as model inputs."""
 
 from __future__ import annotations
 
@@ -124,3 +125,20 @@ def write_corpus(root: Path) -> dict[str, tuple[str, tuple[str, str] | None]]:
         path.write_bytes(data)
         expected[str(path)] = outcome
     return expected
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample"
+
+
+def sample_model_inputs(spec) -> list[np.ndarray]:
+    """The bundled sample's images as `spec`'s model inputs (its broken files left out)."""
+    from synthsieve.inference.preprocess import prepare
+
+    images = []
+    for path in sorted(SAMPLE.iterdir()):
+        try:
+            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
+        except Exception:  # the sample's broken files
+            continue
+    assert len(images) >= 5
+    return images

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from corpus import sample_model_inputs
 from onnx import TensorProto, helper, numpy_helper
 
 from synthsieve.inference.kernels import (
@@ -22,8 +23,6 @@ from synthsieve.inference.kernels import (
     write_signed_graph,
 )
 from synthsieve.inference.precision import unsigned_weights
-
-SAMPLE = Path(__file__).resolve().parents[1] / "sample"
 
 
 def test_the_kernel_follows_the_cpu_unless_the_environment_says_otherwise():
@@ -111,18 +110,11 @@ def _with_embedding_output(model_dir: Path, out: Path) -> Path:
 def test_u8s8_and_u8u8_give_identical_embeddings_and_scores_on_the_sample(
         default_model, tmp_path, monkeypatch):
     from synthsieve.inference.onnx_handler import OnnxImageModelHandler
-    from synthsieve.inference.preprocess import prepare
     from synthsieve.inference.spec import ModelSpec
     from synthsieve.models.assemble import ENCODER_OUTPUT
 
     spec = ModelSpec.load(_with_embedding_output(default_model, tmp_path / "m"))
-    images = []
-    for path in sorted(SAMPLE.iterdir()):
-        try:
-            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
-        except Exception:  # the sample's broken files
-            continue
-    assert len(images) >= 5
+    images = sample_model_inputs(spec)
     outputs = {}
     # u8s8 derived at load, then from the file fetch-model writes
     for run, kernel in ((U8U8, U8U8), (U8S8, U8S8), ("u8s8 file", U8S8)):

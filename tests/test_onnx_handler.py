@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+from corpus import sample_model_inputs
 
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler
-from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
-
-SAMPLE = Path(__file__).resolve().parents[1] / "sample"
 
 
 class _WatchedSession:
@@ -41,17 +38,6 @@ class _WatchedSession:
         return getattr(self._session, name)
 
 
-def _sample_inputs(spec: ModelSpec) -> list[np.ndarray]:
-    images = []
-    for path in sorted(SAMPLE.iterdir()):
-        try:
-            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
-        except Exception:  # the sample's broken files
-            continue
-    assert len(images) >= 5
-    return images
-
-
 def _onnx_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("synthsieve-onnx")]
 
@@ -60,7 +46,7 @@ def test_one_image_calls_run_at_once_on_threads_of_their_own_with_identical_outp
         default_model):
     spec = ModelSpec.load(default_model)
     assert not spec.batch_invariant
-    images = _sample_inputs(spec)
+    images = sample_model_inputs(spec)
     outputs, watched = {}, {}
     for calls in (1, None):  # one at a time on both threads; the default
         handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2,
