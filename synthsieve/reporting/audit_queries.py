@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from synthsieve.io.filesystems import is_remote
 from synthsieve.io.sinks import ERRORS_DIR, SCORES_DIR
 from synthsieve.reporting.gallery import gallery
+from synthsieve.reporting.gallery import query_rows as _rows
 
 __all__ = ["HIST_BINS", "LocalCopy", "audit_report"]
 
@@ -84,12 +85,6 @@ def _load(con: duckdb.DuckDBPyConnection, root: Path, prefix: str) -> None:
         JOIN {prefix}_images i USING (image_id, processed_at) WHERE i.kind = 'score'""")
     con.execute(f"""CREATE VIEW {prefix}_errors AS SELECT e.* FROM {prefix}_errors_all e
         JOIN {prefix}_images i USING (image_id, processed_at) WHERE i.kind = 'error'""")
-
-
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
-    cur = con.execute(sql)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _counts(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, int]:

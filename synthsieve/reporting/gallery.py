@@ -18,7 +18,8 @@ from synthsieve.provenance.evidence import (
     xmp_ai_source_type,
 )
 
-__all__ = ["LIMITS", "THUMB_BUDGET_BYTES", "THUMB_SIDE", "badges", "gallery", "thumbnail"]
+__all__ = ["LIMITS", "THUMB_BUDGET_BYTES", "THUMB_SIDE", "badges", "gallery", "query_rows",
+           "thumbnail"]
 
 # images per section: at most 250 on the page
 LIMITS = {"flagged": 100, "disagreements": 50, "inconclusive": 50, "errors": 50}
@@ -34,7 +35,8 @@ _PIXEL_COLUMNS = ("image_id, uri, ai_generated, verdict, NULL::VARCHAR AS eviden
                   "NULL::VARCHAR AS verdict_reason")
 
 
-def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+def query_rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name (audit_queries uses it too)."""
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -54,7 +56,7 @@ def gallery(con: duckdb.DuckDBPyConnection, has_evidence: bool) -> dict[str, Any
     out: dict[str, Any] = {}
     for section, condition in where.items():
         total = con.execute(f"SELECT count(*) FROM a_scores WHERE {condition}").fetchone()[0]
-        items = _rows(con, f"""SELECT {cols} FROM a_scores WHERE {condition}
+        items = query_rows(con, f"""SELECT {cols} FROM a_scores WHERE {condition}
             ORDER BY ai_generated DESC NULLS LAST, image_id LIMIT {LIMITS[section]}""")
         for item in items:
             item["badges"] = badges(item)
@@ -63,7 +65,7 @@ def gallery(con: duckdb.DuckDBPyConnection, has_evidence: bool) -> dict[str, Any
         out[section] = {"total": total, "items": items}
     total = con.execute("SELECT count(*) FROM a_errors").fetchone()[0]
     # a sample that shows every kind: the most recent row of each stage and type first
-    out["errors"] = {"total": total, "items": _rows(con, f"""
+    out["errors"] = {"total": total, "items": query_rows(con, f"""
         SELECT image_id, uri, stage, error_type, message FROM a_errors
         ORDER BY row_number() OVER (PARTITION BY stage, error_type ORDER BY image_id),
                  stage, error_type, image_id
