@@ -319,6 +319,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+# Pub/Sub's rule for topic and subscription IDs: 3-255 characters, starting with a letter,
+# of letters, digits and - _ . ~ + %, not starting with "goog".
 _PUBSUB_ID = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 
 

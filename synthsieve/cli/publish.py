@@ -62,6 +62,7 @@ def _messages(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from synthsieve.io.read import is_http
     from synthsieve.io.sources import SourceError, classify_source
 
     problem = pubsub_name_problem(args.topic, "topics")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return refuse("publish", f"--topic {args.topic}: {problem}")
     try:
         for source in args.sources:
-            if not source.lower().startswith(("http://", "https://")):
+            if not is_http(source):
                 classify_source(source)
     except SourceError as e:
         return refuse("publish", str(e))

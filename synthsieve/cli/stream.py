@@ -69,8 +69,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     provenance_arguments(a)
 
 
-# Pub/Sub's rule for topic and subscription IDs: 3-255 characters, starting with a letter,
-# of letters, digits and - _ . ~ + %, not starting with "goog".
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from synthsieve.pipelines.stream import StreamConfig, run_stream
 

@@ -141,7 +141,7 @@ def thumbnail_data_uri(uri: str, side: int = THUMBNAIL_PX, quality: int = 80) ->
     """A JPEG data URI at most `side` px on its longer side, made from the file (local or in
     a bucket) with the same guarded decoder as the pipeline; None for an http(s) source (a
     report fetches nothing again) or a file that cannot be read or decoded."""
-    from synthsieve.images import DecodeError, decode_image
+    from synthsieve.images import decode_image
     from synthsieve.io.filesystems import open_for_read
     from synthsieve.io.read import is_http
 
@@ -154,10 +154,8 @@ def thumbnail_data_uri(uri: str, side: int = THUMBNAIL_PX, quality: int = 80) ->
         if len(data) > THUMB_MAX_SOURCE_BYTES:
             return None
         image = decode_image(data, (side, side), THUMB_MAX_PIXELS).image
-    except (OSError, DecodeError, ValueError):
-        return None
-    except Exception:  # noqa: BLE001 - a file a filesystem cannot open is only a missing picture
-        return None
+    except Exception:  # noqa: BLE001 - a file that cannot be read or decoded is only a
+        return None  # missing picture (filesystems raise their own types, not just OSError)
     image.thumbnail((side, side))
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=quality)

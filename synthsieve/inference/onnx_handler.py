@@ -53,8 +53,7 @@ class LoadedModel:
     def __init__(self, session: ort.InferenceSession, kernel: str = U8U8, calls: int = 1):
         self._session: ort.InferenceSession | None = session
         self.kernel = kernel  # the integer kernels the graph runs on (inference/kernels.py)
-        # one-image calls run at once (see OnnxImageModelHandler)
-        self.calls = calls
+        # `calls` one-image calls run at once (see OnnxImageModelHandler)
         self._callers = (ThreadPoolExecutor(calls, thread_name_prefix="synthsieve-onnx")
                          if calls > 1 else None)
 

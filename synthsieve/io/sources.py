@@ -448,7 +448,8 @@ def _count_rows(path: str, fmt: str | None) -> int:
         if fmt == "csv":
             # csv.reader, not lines: a quoted field may hold line breaks; [] is a blank line
             return max(0, sum(1 for row in csv.reader(text) if row) - 1)
-        return sum(1 for line in text if line.strip())
+        # as the reader sees them: blank lines skipped, an overlong line one (error) row
+        return sum(1 for line in _bounded_lines(text) if line is None or line.strip())
 
 
 def _either(columns: tuple[str, ...]) -> str:
