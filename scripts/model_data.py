@@ -22,6 +22,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS, jpeg75_half
 from synthsieve.images import to_rgb
+from synthsieve.inference.kernels import U8S8, choose_kernel, signed_weights
 from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, ENCODER_OUTPUT, ENCODER_SHA256, cache_dir
@@ -181,6 +182,8 @@ class FeatureEmbedder:
 
     def __init__(self, encoder: Path, spec: ModelSpec, threads: int = 0):
         model = feature_model(onnx.load(str(encoder)), ENCODER_OUTPUT)
+        if choose_kernel() == U8S8:  # the same features, faster where U8S8 is exact
+            model = signed_weights(model)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -223,7 +226,7 @@ def embed_all(embed: FeatureEmbedder, data_dir: Path, rows: list[Row], seed: int
     """Every row's variants, cached on disk by what determines them."""
     pre = json.dumps(embed.spec.raw["preprocess"], sort_keys=True)
     key = hashlib.sha256(
-        f"{ENCODER_SHA256}|uint8-weights|features-v1|{pre}|{images_sha256(rows)}|{seed}|"
+        f"{ENCODER_SHA256}|uint8-weights|portable-softmax|features-v1|{pre}|{images_sha256(rows)}|{seed}|"
         f"{AUGMENTATION_VERSION}|{TRAIN_AUGMENTED_COPIES}|{sorted(CONDITIONS)}".encode()
     ).hexdigest()[:16]
     cache = cache_dir() / f"features-{key}.npz"

@@ -199,11 +199,12 @@ def complexity(cand: Candidate) -> tuple:
     return (cand.hidden, cand.patch_means, len(cand.blocks), cand.c, cand.old_weight != 1.0)
 
 
-def select(ts: TrainSet, log: Callable[[str], None], seed: int
-           ) -> tuple[Candidate, np.ndarray, list]:
+def select(ts: TrainSet, log: Callable[[str], None], seed: int,
+           keep: Candidate | None = None) -> tuple[Candidate, np.ndarray, list]:
     """The simplest candidate whose out-of-fold ROC-AUC (stored files) is within one
     standard error of the best (the one-standard-error rule: differences smaller than the
-    origin-to-origin noise are not evidence, and a simpler head generalises more safely)."""
+    origin-to-origin noise are not evidence, and a simpler head generalises more safely).
+    With `keep`, that candidate is used instead, and the table records what the rule chose."""
     table, results = [], []
     for cand in CANDIDATES:
         oof = out_of_fold(ts, cand)
@@ -222,10 +223,19 @@ def select(ts: TrainSet, log: Callable[[str], None], seed: int
     chosen = min(eligible, key=lambda r: complexity(r[0]))
     log(f"  best {best_cand.name} (C={best_cand.c}) {best_auc:.4f}, standard error {se:.4f} "
         f"(origins resampled); simplest within one SE: {chosen[0].name} (C={chosen[0].c})")
+    rule = {"rule": "one standard error", "best_oof_roc_auc": round(best_auc, 4),
+            "standard_error": round(se, 4)}
+    if keep is not None:
+        kept = next((r for r in results if r[0] == keep), None)
+        if kept is None:
+            raise SystemExit(f"--keep-candidate: {keep} is not among the candidates")
+        rule["rule_would_choose"] = {"candidate": chosen[0].name, "C": chosen[0].c,
+                                     "old_weight": chosen[0].old_weight}
+        log(f"  kept {kept[0].name} (C={kept[0].c}) as --keep-candidate asks")
+        chosen = kept
     for entry, (cand, _auc, _oof) in zip(table, results, strict=True):
         entry["chosen"] = cand is chosen[0]
-    table.append({"rule": "one standard error", "best_oof_roc_auc": round(best_auc, 4),
-                  "standard_error": round(se, 4)})
+    table.append(rule)
     return chosen[0], chosen[2], table
 
 

@@ -27,7 +27,9 @@ from model_fit import MAX_FNR, MAX_FPR, Candidate, Head, TrainSet, design, fit_h
 
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
+from synthsieve.images import DecodeError
 from synthsieve.inference.outputs import verdict_for
+from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, build_onnx, sha256_file
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
@@ -234,30 +236,33 @@ def data_summary(data_dir: Path, rows: list[Row], images_sha: str) -> dict:
     }
 
 
-def cpu_cost(encoder: Path, model_path: Path, spec: ModelSpec, runs: int = 30) -> dict:
+def cpu_cost(encoder: Path, head: dict, model_path: Path, spec: ModelSpec, runs: int = 30
+             ) -> dict:
     """Per-image wall time with 2 threads, one image per call and synthsieve's session
-    options, on each integer kernel:
-    synthsieve-default@1's graph (the encoder's embedding, a linear head) against this
-    model, all interleaved in one run. u8u8 is the graph as shipped (every CPU); u8s8 the
-    same graph with signed weights, which the handler loads where the CPU has VNNI or AMX
-    (synthsieve/inference/kernels.py)."""
+    options, on each integer kernel, all interleaved in one run: synthsieve-default@1's
+    graph (the encoder's embedding, a linear head), this model as shipped, and this model
+    with ONNX Runtime's fused Softmax (what the portable softmax costs; its scores depend
+    on the CPU). u8u8 is the graph as shipped (every CPU); u8s8 the same graph with signed
+    weights, which the handler loads where the CPU has VNNI or AMX
+    (synthsieve/inference/kernels.py). `encoder` is the pinned INT8 encoder."""
     import tempfile
 
     import onnx
 
-    from synthsieve.inference.kernels import has_exact_u8s8, signed_weights
+    from synthsieve.inference.kernels import has_exact_u8s8, kernel_report, signed_weights
     from synthsieve.inference.onnx_handler import session_options
 
     x = spec.normalize_batch(np.random.default_rng(0).integers(0, 255, (1, 224, 224, 3),
                                                                dtype=np.uint8))
     with tempfile.TemporaryDirectory() as tmp:
-        v1 = Path(tmp) / "v1.onnx"
+        v1, fused = Path(tmp) / "v1.onnx", Path(tmp) / "fused.onnx"
         build_onnx(encoder, {"format": "synthsieve-head/2",
                              "features": [{"tensor": "image_embeds"}],
                              "layers": [{"weights": np.zeros((512, 1)).tolist(),
                                          "bias": [0.0]}]}, v1)
+        build_onnx(encoder, head, fused, portable=False)
         sessions = {}
-        for name, path in (("v1", v1), ("v2", model_path)):
+        for name, path in (("v1", v1), ("v2", model_path), ("fused", fused)):
             graph = onnx.load(str(path))
             for kernel, model in (("u8u8", graph), ("u8s8", signed_weights(graph))):
                 sessions[(name, kernel)] = ort.InferenceSession(
@@ -271,12 +276,42 @@ def cpu_cost(encoder: Path, model_path: Path, spec: ModelSpec, runs: int = 30) -
                 sess.run(None, {ENCODER_INPUT: x})
                 times[key].append(time.perf_counter() - t)
     ms = {k: round(1000 * float(np.median(v)), 1) for k, v in times.items()}
+    here = kernel_report({})
     return {"threads": 2, "one_image_per_call": True,
             "v1_ms": ms[("v1", "u8u8")], "v2_ms": ms[("v2", "u8u8")],
             "ratio": round(ms[("v2", "u8u8")] / ms[("v1", "u8u8")], 3),
             "u8s8_v2_ms": ms[("v2", "u8s8")],
             "u8s8_speedup": round(ms[("v2", "u8u8")] / ms[("v2", "u8s8")], 2),
-            "u8s8_exact_here": has_exact_u8s8()}
+            "u8s8_exact_here": has_exact_u8s8(),
+            "fused_softmax_ms": ms[("fused", "u8u8")],
+            "u8s8_fused_softmax_ms": ms[("fused", "u8s8")],
+            "cpu": here["cpu"], "cpu_flags": here["cpu_flags"]}
+
+
+def sample_scores(model_dir: Path, sample_dir: Path) -> dict:
+    """The assembled model's scores of the bundled sample's images, through synthsieve's
+    own decode and handler on this CPU's kernel: tests/test_kernels.py checks that every
+    CPU computes them again."""
+    from synthsieve.inference.kernels import kernel_report
+    from synthsieve.inference.onnx_handler import OnnxImageModelHandler
+
+    spec = ModelSpec.load(model_dir)
+    names, images = [], []
+    for path in sorted(sample_dir.iterdir()):
+        try:
+            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
+        except DecodeError:  # the sample's broken files, which the audit makes error rows
+            continue
+        names.append(path.name)
+    handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2)
+    model = handler.load_model()
+    try:
+        results = list(handler.run_inference(images, model))
+    finally:
+        model.close()
+    return {"measured_on": {**kernel_report(), "kernel": model.kernel},
+            "ai_generated": {n: round(float(r.inference[spec.ai_output][0]), 7)
+                             for n, r in zip(names, results, strict=True)}}
 
 
 # --- model card ---------------------------------------------------------------------
@@ -346,16 +381,38 @@ _Written by `{recipe}` (scripts/model_report.py holds this template); do not edi
 install time by `synthsieve fetch-model` from the pinned wheel and `head.json`; it is not
 committed. The intermediate CLS tokens come from the same forward pass as the embedding.
 
-CPU cost per image, 2 threads, one image per call, median of 30 interleaved runs in one
-process: on the UINT8 x UINT8 kernels (every CPU), synthsieve-default@1's graph {v1_ms} ms,
-this model {v2_ms} ms (ratio {cost_ratio}; budget <= 1.3); on the UINT8 x INT8 kernels, which
-synthsieve loads where the CPU has VNNI or AMX (exact there), this model {u8s8_ms} ms
-({u8s8_speedup}x faster). Decoding and preprocessing are the same as synthsieve-default@1's.
+CPU cost per image on {cost_cpu}, 2 threads, one image per call, median of 30 interleaved
+runs in one process: on the UINT8 x UINT8 kernels (every CPU), synthsieve-default@1's graph
+{v1_ms} ms, this model {v2_ms} ms (ratio {cost_ratio}; budget <= 1.3); on the UINT8 x INT8
+kernels, which synthsieve loads where the CPU has VNNI or AMX (exact there), this model
+{u8s8_ms} ms ({u8s8_speedup}x faster). The portable softmax (below) costs {softmax_cost}.
+Decoding and preprocessing are the same as synthsieve-default@1's.
 
 The encoder quantises activations with one scale per tensor, so in a batch an image's
 features depend on its neighbours; model.json says `batch_invariant: false` and synthsieve
-runs this model one image per call. Its INT8 weights are stored as UINT8 so that every CPU
-computes the same values (see synthsieve/inference/precision.py).
+runs this model one image per call.
+
+## The same scores on every CPU
+
+A dynamically quantised encoder turns a last-bit difference in one activation into a
+different rounding in the next quantisation, and twelve blocks amplify it: with ONNX
+Runtime's fused softmax, whose last bit depends on the CPU's vector width, the same image
+scored up to 0.1 apart depending on that bit, and 14 of 200 images got another verdict
+(docs/numerics.md). The graph is therefore written so that every x86 CPU
+with AVX2 computes the same bits: INT8 weights stored as UINT8 (exact products on every
+CPU; the faster signed kernels only where VNNI or AMX makes them exact too) and the
+attention softmax written out as ReduceMax, Sub, Exp, ReduceSum and Div, whose kernels do
+not depend on the vector width (synthsieve/inference/precision.py, docs/numerics.md).
+
+Every figure on this card was computed on {embedded_on} (the embeddings), and the build
+re-scored the bundled sample on {sample_on}:
+
+| file | ai_generated |
+|---|---|
+{sample_rows}
+
+`tests/test_kernels.py` scores the sample again on whatever CPU runs the tests, on every
+kernel that CPU computes exactly, and requires these numbers within 1e-4.
 
 ## Input
 
@@ -502,6 +559,14 @@ kind of human-made image, since unseen origins, not unseen images, are what the 
 on."""
 
 
+def _cpu(where: dict) -> str:
+    """'AMD EPYC (avx2, avx512_vnni, ...), u8s8 kernels' from a kernels.kernel_report()."""
+    if not where.get("cpu"):
+        return "an unrecorded CPU"
+    kernel = f", {where['kernel']} kernels" if where.get("kernel") else ""
+    return f"{where['cpu']} ({', '.join(where.get('cpu_flags', []))}){kernel}"
+
+
 def render_card(spec: dict) -> str:
     build, ev = spec["build"], spec["evaluation"]
     head = build["head"]
@@ -514,6 +579,13 @@ def render_card(spec: dict) -> str:
             f"({rule['best_oof_roc_auc']} - {rule['standard_error']}; the error from 200 "
             f"bootstrap resamples of whole origins). Differences smaller than that are "
             f"origin-to-origin noise, not evidence.")
+    would = rule.get("rule_would_choose")
+    if would:
+        sel += (f" This build kept the head design of the build before it (`--keep-candidate`:"
+                f" it changed how the encoder's arithmetic is done, not what the model is); "
+                f"on these features the rule alone would choose {would['candidate']} "
+                f"(C={would['C']}). Which candidate the rule picks moves with noise of this "
+                f"size: the next data step should settle it.")
     looo = build["leave_one_origin_out"]
     lofo = "\n".join(f"| {f} | {r['n_ai']} | {r['in_train']} | {_f(r['roc_auc'])} | "
                      f"{r['recall']:.1%} |" for f, r in build["leave_one_family_out"].items())
@@ -521,7 +593,19 @@ def render_card(spec: dict) -> str:
     n_train = sum(sum(v.values()) for k, v in counts.items() if k.endswith("/train"))
     fams = ev["diverse_val/as_is"].get("by_family", {})
     cost = build.get("cpu_cost", {})
+    sample = build.get("sample_scores", {})
+    softmax_cost = ", ".join(
+        f"{ms / fused:.3f}x the fused Softmax's time on {kernel}"
+        for kernel, ms, fused in (("u8u8", cost.get("v2_ms"), cost.get("fused_softmax_ms")),
+                                  ("u8s8", cost.get("u8s8_v2_ms"),
+                                   cost.get("u8s8_fused_softmax_ms")))
+        if ms and fused) or "(not measured)"
     return CARD.format(
+        cost_cpu=_cpu(cost), softmax_cost=softmax_cost,
+        embedded_on=_cpu(build.get("embedded_on", {})),
+        sample_on=_cpu(sample.get("measured_on", {})),
+        sample_rows="\n".join(f"| `{name}` | {score:.4f} |"
+                              for name, score in sample.get("ai_generated", {}).items()),
         name=spec["name"], version=spec["version"], recipe=build["recipe"],
         package=build["encoder"]["package"], wheel_sha=build["encoder"]["wheel_sha256"],
         file_sha=build["encoder"]["file_sha256"], head_sha=build["head_sha256"],

@@ -130,15 +130,22 @@ def write_corpus(root: Path) -> dict[str, tuple[str, tuple[str, str] | None]]:
 SAMPLE = Path(__file__).resolve().parents[1] / "sample"
 
 
-def sample_model_inputs(spec) -> list[np.ndarray]:
-    """The bundled sample's images as `spec`'s model inputs (its broken files left out)."""
+def sample_model_inputs_by_name(spec) -> dict[str, np.ndarray]:
+    """The bundled sample's images as `spec`'s model inputs, by file name, in name order
+    (its broken files left out)."""
+    from synthsieve.images import DecodeError
     from synthsieve.inference.preprocess import prepare
 
-    images = []
+    images = {}
     for path in sorted(SAMPLE.iterdir()):
         try:
-            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
-        except Exception:  # the sample's broken files
+            images[path.name] = prepare(path.read_bytes(), spec, 10**8)[1]
+        except DecodeError:  # the sample's broken files
             continue
     assert len(images) >= 5
     return images
+
+
+def sample_model_inputs(spec) -> list[np.ndarray]:
+    """The bundled sample's images as `spec`'s model inputs (its broken files left out)."""
+    return list(sample_model_inputs_by_name(spec).values())

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synthsieve.cli import main
+from synthsieve.inference.kernels import U8S8, U8U8, kernel_report
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.models.assemble import AssembleError, fetch_encoder, head_sha256
@@ -29,7 +30,7 @@ def roc_auc(labels: list[int], scores: list[float]) -> float:
 
 def test_model_json_is_a_valid_spec_and_matches_its_head():
     spec = ModelSpec.load(DEFAULT_MODEL_DIR)
-    assert spec.model_id == "synthsieve-default@2"
+    assert spec.model_id == "synthsieve-default@2.1"
     assert spec.batch_invariant is False  # dynamic INT8 encoder, see MODEL_CARD.md
     assert 0 < spec.threshold_not_ai <= spec.threshold_ai < 1
     assert spec.ood_output == "ood_distance" and 0 < spec.threshold_ood < 2
@@ -66,9 +67,12 @@ def test_sample_audit_with_the_bundled_model(tmp_path, default_model, capsys):
     out = tmp_path / "out"
     assert main(["-q", "audit", str(SAMPLE), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["model"] == "synthsieve-default@2" and summary["backend"] == "onnx-cpu"
+    assert summary["model"] == "synthsieve-default@2.1" and summary["backend"] == "onnx-cpu"
     assert summary["inputs"] == 9 and summary["scores"] == 6 and summary["errors"] == 3
     assert summary["errors_by_stage"] == {"decode": 2, "read": 1}
+    # which integer kernels ran, and the CPU that chose them
+    assert summary["int8_kernel"] == kernel_report()
+    assert summary["int8_kernel"]["kernel"] in (U8S8, U8U8)
 
 
 @pytest.mark.slow
@@ -121,5 +125,9 @@ def test_eval_on_diverse_val_through_the_pipeline_reproduces_the_card(tmp_path, 
         got = report["by_group"][kind]
         want = card["by_kind"][kind]
         assert got["n"] == want["n"]
-        # a verdict may flip on a score within float noise of a threshold, no more
-        assert abs(round(got["ai_generated"] * got["n"]) - want["ai_generated"]) <= 1, kind
+        called = round(got["ai_generated"] * got["n"])
+        print(f"  {kind}: {called} called ai_generated, card {want['ai_generated']}")
+        # Every CPU computes the pipeline's scores alike (test_kernels.py), but the card's
+        # come from the build's embeddings, stored in float16: a score that close to a
+        # threshold may land on the other side, one image at most.
+        assert abs(called - want["ai_generated"]) <= 1, kind

@@ -144,3 +144,24 @@ def test_every_command_option_has_help_text_and_help_renders_clean():
         text = sub.format_help()
         assert "%%" not in text and "%(" not in text, name
     assert bare == {}
+
+
+def test_readme_sample_table_shows_the_scores_every_cpu_computes():
+    """The README's sample table is what the first command prints: the scores the build
+    recorded (tests/test_kernels.py checks that every CPU computes those)."""
+    import json
+
+    spec = json.loads((ROOT / "synthsieve/models/default/model.json").read_text())
+    recorded = spec["build"]["sample_scores"]["ai_generated"]
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| file | ai_generated | verdict |"):]
+    table = table[:table.index("\n\n")]
+    shown = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`([^`]+)`", cells[0])
+        scores = [float(v) for v in re.findall(r"\d\.\d+", cells[1])]
+        if scores:
+            shown.update(zip(names, scores, strict=True))
+    assert sorted(shown) == sorted(recorded)
+    assert {n: round(v, 2) for n, v in recorded.items()} == shown

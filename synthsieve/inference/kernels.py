@@ -6,7 +6,8 @@ exact on every x86 CPU. The signed form (UINT8 activations x INT8 weights, "U8S8
 the encoder was quantised as and has faster kernels, but on a CPU without VNNI they add
 pairs of products in saturating 16-bit lanes, so the result depends on the CPU. With VNNI
 (AVX512-VNNI, AVX-VNNI) or AMX the U8S8 products are accumulated in 32 bits, exactly; there
-the signed graph computes the same numbers faster.
+the signed graph computes the same numbers faster. (The float parts of the graph are made
+CPU-independent by precision.portable_softmax; docs/numerics.md has the measurements.)
 
 So a session is given the signed graph only where the CPU has those instructions. The
 signed graph is derived from the shipped one at install time (`synthsieve fetch-model`
@@ -24,33 +25,50 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
 from synthsieve.inference.precision import integer_weight_nodes, shift_weights
 
-__all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "has_exact_u8s8",
-           "signed_graph_file", "signed_weights", "uint8_weight_nodes", "write_signed_graph"]
+__all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "cpu_model", "has_exact_u8s8",
+           "kernel_report", "signed_graph_file", "signed_weights", "uint8_weight_nodes",
+           "write_signed_graph"]
 
 ENV = "SYNTHSIEVE_INT8_KERNEL"
 U8U8, U8S8 = "u8u8", "u8s8"
 # Instructions whose U8S8 dot products accumulate in 32 bits, without saturation.
 EXACT_U8S8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# The flags that decide which kernels ONNX Runtime dispatches for this model: the integer
+# products (above) and the vector width of its float kernels.
+REPORTED_FLAGS = EXACT_U8S8_FLAGS | {"avx2", "fma", "avx512f", "avx512bw"}
+CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (Linux x86), or none when they cannot be read."""
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
+    """The first `name : value` of /proc/cpuinfo (Linux x86), or None."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return frozenset()
+        return None
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags (Linux x86), or none when they cannot be read."""
+    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
+    """The CPU's model name (Linux x86), or None."""
+    return _cpuinfo_field("model name", cpuinfo)
 
 
 def has_exact_u8s8(flags: frozenset[str] | None = None) -> bool:
@@ -71,6 +89,20 @@ def choose_kernel(environ: dict[str, str] | None = None,
     if wanted not in ("", "auto"):
         raise ValueError(f"{ENV}={wanted!r}: use auto, {U8S8} or {U8U8}")
     return U8S8 if has_exact_u8s8(flags) else U8U8
+
+
+def kernel_report(environ: dict[str, str] | None = None,
+                  cpuinfo: Path = CPUINFO) -> dict[str, Any]:
+    """What a run records of the integer kernels (summary.json `int8_kernel`, the model
+    card): the choice, what made it, and the CPU, so that runs on different machines can be
+    compared knowingly."""
+    env = os.environ if environ is None else environ
+    flags = cpu_flags(cpuinfo)
+    forced = env.get(ENV, "auto").strip().lower() not in ("", "auto")
+    return {"kernel": choose_kernel(env, flags),
+            "decided_by": f"{ENV}={env[ENV].strip()}" if forced else "cpu_flags",
+            "cpu": cpu_model(cpuinfo),
+            "cpu_flags": sorted(REPORTED_FLAGS & flags)}
 
 
 def uint8_weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

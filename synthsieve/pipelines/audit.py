@@ -221,6 +221,9 @@ def run_audit(cfg: AuditConfig, pipeline_args: list[str] | None = None) -> dict[
     thresholds = job.thresholds()
     if thresholds is not None:
         summary["thresholds"] = thresholds
+    kernel = job.int8_kernel()
+    if kernel is not None:
+        summary["int8_kernel"] = kernel
     with FileSystems.create(FileSystems.join(cfg.out_dir, "summary.json")) as fh:
         fh.write(json.dumps(summary, indent=2).encode())
     return summary

@@ -267,6 +267,9 @@ def run_eval(cfg: EvalConfig, pipeline_args: list[str] | None = None) -> dict[st
         "evidence_verdicts": _count(r["evidence_verdict"] for r in as_is
                                     if r["evidence_verdict"])}
     report["wall_s"] = round(time.monotonic() - start, 2)
+    kernel = job.int8_kernel()
+    if kernel is not None:
+        report["int8_kernel"] = kernel
     with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.json")) as fh:
         fh.write(json.dumps(report, indent=2).encode())
     with FileSystems.create(FileSystems.join(cfg.out_dir, "eval.html")) as fh:

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from synthsieve.exception_chain import causes
 from synthsieve.images import DEFAULT_MAX_PIXELS
+from synthsieve.inference.kernels import kernel_report
 from synthsieve.inference.onnx_handler import OnnxImageModelHandler, default_intra_op_threads
 from synthsieve.inference.remote import BACKENDS, ApiAuthError, ApiConfig, RemoteApiModelHandler
 from synthsieve.inference.spec import ModelSpec, WorkerModelSpec, load_spec
@@ -173,6 +174,17 @@ class Job:
         finally:
             release_in_process_resources(self.handler)
         return result
+
+    def int8_kernel(self) -> dict[str, Any] | None:
+        """The integer kernels the ONNX CPU backend runs on, what chose them and on which CPU
+        (inference/kernels.py); None for other backends. Workers on other machines choose
+        by their own CPU, which this process cannot see."""
+        if self.backend_name != OnnxImageModelHandler.backend_name:
+            return None
+        if workers_elsewhere(self.options):
+            return {"kernel": None, "decided_by": "each worker's CPU (workers run elsewhere)",
+                    "cpu": None, "cpu_flags": []}
+        return kernel_report()
 
     def thresholds(self) -> dict[str, float] | None:
         """The verdict thresholds in force, when this process knows them."""

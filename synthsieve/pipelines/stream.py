@@ -259,6 +259,9 @@ def run_stream(cfg: StreamConfig, pipeline_args: list[str] | None = None,
     if relay is not None:
         summary["acknowledged_after_commit"] = dict(relay.stats, drained=drained)
         summary["left_behind"] = relay.left_behind
+    kernel = job.int8_kernel()
+    if kernel is not None:
+        summary["int8_kernel"] = kernel
     return summary
 
 
