@@ -143,10 +143,9 @@ def portable_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
     row, differs in the last bit from one CPU to another. In a dynamically quantised model
     that bit does not stay small: it moves a value across a rounding boundary of the next
     DynamicQuantizeLinear, and twelve blocks later the bundled model's score has moved by
-    up to a few hundredths. The parts compute each value the same way on every x86 CPU
-    (Exp's AVX2 and AVX-512 kernels evaluate the same polynomial with the same fused
-    multiply-adds; ReduceSum and Div have no per-CPU code), which is checked by running the
-    model with AVX-512 hidden (docs/numerics.md).
+    up to 0.1. The parts compute each value alone, or sum in an order that does not depend
+    on the vector width, and give the same bits on AVX2 and AVX-512 CPUs: checked by
+    running the model with AVX-512 hidden from ONNX Runtime (docs/numerics.md).
 
     Raises:
       PrecisionError: a Softmax of opset < 13 over other than the last axis (those flatten
