@@ -154,3 +154,67 @@ def test_pytorch_module_is_exported(tmp_path):
     result = import_model(path, tmp_path / "model",
                           {**CFG, "output": {"kind": "softmax", "classes": ["real", "ai"]}})
     assert result["validation"]["images"] > 0
+
+
+def make_quantised_attention(path: Path, size: int = 32) -> Path:
+    """A dynamically quantised detector with a softmax between two quantised products (the
+    bundled model's pattern), quantised by ONNX Runtime's own tool to INT8 weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["image"], ["gap"]),
+         helper.make_node("Flatten", ["gap"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w1"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["attention"], axis=-1),
+         helper.make_node("MatMul", ["attention", "w2"], ["logits"])],
+        "attention",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(rng.normal(0, 4, (3, 16)).astype(np.float32), "w1"),
+         numpy_helper.from_array(rng.normal(0, 4, (16, 1)).astype(np.float32), "w2")])
+    float_path = path.with_suffix(".float.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]),
+              str(float_path))
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8)
+    return path
+
+
+def test_a_quantised_detector_is_made_to_score_alike_on_every_cpu(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    src = make_quantised_attention(tmp_path / "q.onnx")
+    before = onnx.load(str(src))
+    assert "Softmax" in [n.op_type for n in before.graph.node]
+    out = tmp_path / "model"
+    import_model(src, out, {**CFG, "output": {"kind": "logit"}}, SAMPLE)
+    spec = json.loads((out / "model.json").read_text())
+    assert spec["imported"]["cpu_portable"] == {"uint8_weights": 2, "int8_weights_left": 0,
+                                                "softmax_written_out": 1}
+    after = onnx.load(str(out / "model.onnx"))
+    assert "Softmax" not in [n.op_type for n in after.graph.node]
+    inits = {i.name: numpy_helper.to_array(i) for i in after.graph.initializer}
+    weights = [inits[n.input[1]] for n in after.graph.node if n.op_type == "MatMulInteger"]
+    assert len(weights) == 2 and all(w.dtype == np.uint8 for w in weights)
+    # The same arithmetic but for the softmax's last bit, which the next quantisation may
+    # round into another code on some CPU: a code of 1/255 times a weight of this model (at
+    # most about 10) moves the logit by 0.04 and the probability by 0.01.
+    x = np.random.default_rng(0).normal(0, 1, (8, 3, 32, 32)).astype(np.float32)
+    logit = ort.InferenceSession(str(src)).run(None, {"image": x})[0]
+    prob = ort.InferenceSession(str(out / "model.onnx")).run(["ai_generated"], {"image": x})[0]
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-logit)), atol=0.02)
+
+
+def test_a_float_detector_is_imported_as_it_is(tmp_path):
+    import onnx
+
+    src = make_onnx(tmp_path / "f.onnx", 1)
+    import_model(src, tmp_path / "model", {**CFG, "output": {"kind": "logit"}}, SAMPLE)
+    spec = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert spec["imported"]["cpu_portable"] is None
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "model" / "model.onnx")).graph.node]
+    assert ops[:3] == ["GlobalAveragePool", "Flatten", "MatMul"]

@@ -5,7 +5,9 @@ state dict) exported with torch.onnx where torch is installed. A small JSON/YAML
 how to preprocess and what the outputs mean. The detector's graph is kept as is and a few
 nodes are appended so that it ends in the outputs the model contract names (`ai_generated`
 and, for multi-class detectors, a `source` distribution over the taxonomy), so the pipeline
-never needs model-specific code. The result is checked by running it on sample images.
+never needs model-specific code. A dynamically quantised graph is also made to compute the
+same on every x86 CPU (precision.cpu_portable: UINT8 weights, the softmax written out; the
+same arithmetic). The result is checked by running it on sample images.
 """
 
 from __future__ import annotations
@@ -272,6 +274,8 @@ def import_model(src: str | Path, out_dir: str | Path, config: dict[str, Any],
                  sample_dir: str | Path | None = None) -> dict[str, Any]:
     import onnx
 
+    from synthsieve.inference.precision import PrecisionError, cpu_portable
+
     src, out_dir = Path(src), Path(out_dir)
     if not src.is_file():
         raise ImportModelError(f"{src} does not exist")
@@ -299,6 +303,11 @@ def import_model(src: str | Path, out_dir: str | Path, config: dict[str, Any],
             onnx.checker.check_model(model)
         except Exception as e:
             raise ImportModelError(f"could not append the output head: {e}") from e
+        try:
+            model, portable = cpu_portable(model)
+        except (PrecisionError, onnx.checker.ValidationError) as e:
+            raise ImportModelError(f"cannot make the quantised graph CPU-independent: "
+                                   f"{e}") from e
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(out_dir / "model.onnx"))
     thresholds = config.get("thresholds", {"ai_generated": 0.5, "not_ai_generated": 0.5})
@@ -322,7 +331,7 @@ def import_model(src: str | Path, out_dir: str | Path, config: dict[str, Any],
         "source_classes": source_labels,
         "thresholds": thresholds,
         "imported": {"from": src.name, "output_kind": out_cfg.get("kind"),
-                     "classes": out_cfg.get("classes")},
+                     "classes": out_cfg.get("classes"), "cpu_portable": portable},
     }
     (out_dir / "model.json").write_text(json.dumps(spec, indent=2) + "\n")
     try:

@@ -29,7 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 __all__ = [
-    "FP16_KEEP_FLOAT32", "PrecisionError", "dequantize_dynamic", "float_graph",
+    "FP16_KEEP_FLOAT32", "PrecisionError", "cpu_portable", "dequantize_dynamic", "float_graph",
     "integer_weight_nodes", "portable_softmax", "shift_weights", "to_fp16", "unsigned_weights",
 ]
 
@@ -179,6 +179,26 @@ def portable_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(nodes)
     onnx.checker.check_model(out)
     return out
+
+
+def cpu_portable(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int] | None]:
+    """An imported model as every x86 CPU computes it alike, and what was changed: for a
+    dynamically quantised graph, INT8 weights stored as UINT8 (those with a constant zero
+    point; see unsigned_weights) and every Softmax written out (portable_softmax). A float
+    graph is returned as it is, with None: without a rounding after it, a last-bit
+    difference stays a last-bit difference."""
+    quantised = any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+                    for n in model.graph.node)
+    if not quantised:
+        return model, None
+    shifted = shift_weights(model, np.int8, np.uint8, missing_zero="keep")
+    changes = {"uint8_weights": len(integer_weight_nodes(shifted, np.uint8))
+               - len(integer_weight_nodes(model, np.uint8)),
+               # without a constant zero point a weight cannot be shifted: those keep the
+               # INT8 kernels, which saturate on CPUs without VNNI
+               "int8_weights_left": len(integer_weight_nodes(shifted, np.int8)),
+               "softmax_written_out": sum(n.op_type == "Softmax" for n in model.graph.node)}
+    return portable_softmax(shifted), changes
 
 
 def _fake_quantize(graph: onnx.GraphProto, quantize: onnx.NodeProto, rank: int) -> str:
