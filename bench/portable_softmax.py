@@ -26,25 +26,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from synthsieve.images import DecodeError
 from synthsieve.inference.kernels import U8S8, U8U8, has_exact_u8s8, kernel_report, signed_weights
 from synthsieve.inference.onnx_handler import session_options
-from synthsieve.inference.preprocess import prepare
+from synthsieve.inference.preprocess import prepare_folder
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models import DEFAULT_MODEL_DIR
 from synthsieve.models.assemble import ENCODER_FILE, build_onnx, cache_dir
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample"
-
-
-def inputs(spec: ModelSpec, folder: Path) -> list[np.ndarray]:
-    out = []
-    for path in sorted(folder.iterdir()):
-        try:
-            out.append(spec.normalize_batch(prepare(path.read_bytes(), spec, 10**8)[1][None]))
-        except DecodeError:  # the sample's broken files
-            continue
-    return out
 
 
 def main() -> int:
@@ -62,7 +51,8 @@ def main() -> int:
         print("run `synthsieve fetch-model` first (it assembles the model and caches the "
               "encoder)", file=sys.stderr)
         return 2
-    xs = inputs(spec, Path(args.images))
+    xs = [spec.normalize_batch(x[None])
+          for x in prepare_folder(Path(args.images), spec).values()]
     if not xs:
         print(f"no decodable images in {args.images}", file=sys.stderr)
         return 2

