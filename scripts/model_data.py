@@ -28,9 +28,11 @@ from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import ENCODER_INPUT, ENCODER_OUTPUT, ENCODER_SHA256, cache_dir
 from synthsieve.models.features import N_BLOCKS, feature_model
 
-AUGMENTATION_VERSION = 3  # bump when augment() changes, to invalidate the cache
+AUGMENTATION_VERSION = 4  # bump when augment() changes, to invalidate the cache
 TRAIN_AUGMENTED_COPIES = 2
 DIVERSE_PARTS = ("ai", "photo", "art")
+# the labelled sets under ../shared/data that share diverse/'s layout (SOURCES-{part}.csv)
+DIVERSE_SETS = ("diverse", "diverse2")
 # kinds as the model card reports them
 KIND_PHOTO, KIND_ART, KIND_AI_PHOTO, KIND_AI_OTHER = (
     "photo", "human-made non-photo", "AI photoreal", "AI other")
@@ -57,7 +59,12 @@ def generator_family(generator: str) -> str:
         ("nano banana", "nano-banana"), ("gpt image", "gpt-image"), ("gpt-image", "gpt-image"),
         ("gpt-4o", "gpt-image"), ("dall-e mega", "dalle-mini"), ("min-dalle", "dalle-mini"),
         ("rudall", "rudalle"), ("dall-e", "dall-e"), ("midjourney", "midjourney"),
-        ("dit-xl", "dit"), ("stylegan", "stylegan"), ("flux", "flux"), ("chroma", "flux"),
+        ("sit-xl", "sit"), ("dit-xl", "dit"), ("stylegan", "stylegan"),
+        ("deepfloyd", "deepfloyd-if"), ("kolors", "kolors"), ("liquid (", "liquid"),
+        ("janusflow", "janus"), ("maskgen", "maskgen"), ("bagel", "bagel"), ("edm2", "edm"),
+        ("hidream", "hidream"), ("omnigen", "omnigen"), ("progressive gan", "progan"),
+        ("taming transformers", "vqgan"), ("lumina-mgpt", "lumina-mgpt"),
+        ("flux", "flux"), ("chroma", "flux"),
         ("hunyuan", "hunyuan"), ("playground", "playground"), ("cascade", "stablecascade"),
         ("würstchen", "stablecascade"), ("wurstchen", "stablecascade"),
         ("sd 3", "sd3"), ("stable diffusion 3", "sd3"), ("sdxl", "sdxl"), ("xl", "sdxl"),
@@ -95,18 +102,19 @@ def load_rows(data_dir: Path) -> list[Row]:
                             KIND_AI_OTHER if ai else KIND_PHOTO, "old",
                             generator_family(r["generator_or_camera"]) if ai else "",
                             r["sha256"]))
-    for part in DIVERSE_PARTS:
-        with open(data_dir / "diverse" / f"SOURCES-{part}.csv", newline="") as f:
-            for r in csv.DictReader(f):
-                ai = r["label"] == "ai"
-                if ai:
-                    kind = KIND_AI_PHOTO if r["kind"] == "photo" else KIND_AI_OTHER
-                else:
-                    kind = KIND_PHOTO if part == "photo" else KIND_ART
-                rows.append(Row("diverse/" + r["file"], int(ai), r["split"], "diverse",
-                                r["origin"], kind, r["kind"],
-                                generator_family(r["generator_or_author"]) if ai else "",
-                                r["sha256"]))
+    for dataset in DIVERSE_SETS:
+        for part in DIVERSE_PARTS:
+            with open(data_dir / dataset / f"SOURCES-{part}.csv", newline="") as f:
+                for r in csv.DictReader(f):
+                    ai = r["label"] == "ai"
+                    if ai:
+                        kind = KIND_AI_PHOTO if r["kind"] == "photo" else KIND_AI_OTHER
+                    else:
+                        kind = KIND_PHOTO if part == "photo" else KIND_ART
+                    rows.append(Row(f"{dataset}/{r['file']}", int(ai), r["split"], dataset,
+                                    r["origin"], kind, r["kind"],
+                                    generator_family(r["generator_or_author"]) if ai else "",
+                                    r["sha256"]))
     for r in rows:
         _check(data_dir, r.file, r.sha256)
     return rows
@@ -221,32 +229,46 @@ class Embeddings:
         return {k: i for i, k in enumerate(self.keys)}
 
 
+def image_rng(seed: int, file: str) -> np.random.Generator:
+    """Each image's own random stream: its augmented copies depend only on the seed and its
+    path, so adding images to the data changes no other image's copies (and the cache
+    stays valid for them)."""
+    digest = hashlib.sha256(file.encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
 def embed_all(embed: FeatureEmbedder, data_dir: Path, rows: list[Row], seed: int
               ) -> Embeddings:
-    """Every row's variants, cached on disk by what determines them."""
+    """Every row's variants, cached on disk by what determines them. The cache grows: images
+    already embedded under the same encoder, preprocessing, seed and augmentation (matched
+    by path and sha256) are read back, and only new ones run through the encoder."""
     pre = json.dumps(embed.spec.raw["preprocess"], sort_keys=True)
     key = hashlib.sha256(
-        f"{ENCODER_SHA256}|uint8-weights|portable-softmax|features-v1|{pre}|{images_sha256(rows)}|{seed}|"
+        f"{ENCODER_SHA256}|uint8-weights|portable-softmax|features-v1|{pre}|{seed}|"
         f"{AUGMENTATION_VERSION}|{TRAIN_AUGMENTED_COPIES}|{sorted(CONDITIONS)}".encode()
     ).hexdigest()[:16]
     cache = cache_dir() / f"features-{key}.npz"
+    have: dict[tuple[str, str, str], np.ndarray] = {}
     if cache.is_file():
         z = np.load(cache)
-        return Embeddings([tuple(k.split("|", 1)) for k in z["keys"]], z["x"])
-    rng = np.random.default_rng(seed)
-    keys, feats = [], []
+        have = {tuple(k.split("|", 2)): v for k, v in zip(z["keys"], z["x"], strict=True)}
+    cached_files = {(f, sha) for f, _v, sha in have}
+    todo = [r for r in sorted(rows, key=lambda r: r.file)
+            if (r.file, r.sha256) not in cached_files]
     t0 = time.time()
-    for i, r in enumerate(sorted(rows, key=lambda r: r.file)):
+    for i, r in enumerate(todo):
         data = (data_dir / r.file).read_bytes()
-        for name, blob in variants(r, data, rng).items():
-            keys.append((r.file, name))
-            feats.append(embed(blob).astype(np.float16))
+        for name, blob in variants(r, data, image_rng(seed, r.file)).items():
+            have[(r.file, name, r.sha256)] = embed(blob).astype(np.float16)
         if (i + 1) % 50 == 0:
-            print(f"  embedded {i + 1}/{len(rows)} images in {time.time() - t0:.0f} s",
+            print(f"  embedded {i + 1}/{len(todo)} new images in {time.time() - t0:.0f} s",
                   file=sys.stderr, flush=True)
-    out = Embeddings(keys, np.stack(feats))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    part = cache.with_suffix(".part.npz")
-    np.savez(part, keys=np.array([f"{a}|{b}" for a, b in keys]), x=out.x)
-    part.replace(cache)
-    return out
+    if todo:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        part = cache.with_suffix(".part.npz")
+        np.savez(part, keys=np.array(["|".join(k) for k in have]),
+                 x=np.stack(list(have.values())))
+        part.replace(cache)
+    wanted = {(r.file, r.sha256) for r in rows}
+    keys = sorted(k for k in have if (k[0], k[2]) in wanted)
+    return Embeddings([(f, v) for f, v, _sha in keys], np.stack([have[k] for k in keys]))

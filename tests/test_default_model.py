@@ -30,7 +30,7 @@ def roc_auc(labels: list[int], scores: list[float]) -> float:
 
 def test_model_json_is_a_valid_spec_and_matches_its_head():
     spec = ModelSpec.load(DEFAULT_MODEL_DIR)
-    assert spec.model_id == "synthsieve-default@2.1"
+    assert spec.model_id == "synthsieve-default@3"
     assert spec.batch_invariant is False  # dynamic INT8 encoder, see MODEL_CARD.md
     assert 0 < spec.threshold_not_ai <= spec.threshold_ai < 1
     assert spec.ood_output == "ood_distance" and 0 < spec.threshold_ood < 2
@@ -67,7 +67,7 @@ def test_sample_audit_with_the_bundled_model(tmp_path, default_model, capsys):
     out = tmp_path / "out"
     assert main(["-q", "audit", str(SAMPLE), "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["model"] == "synthsieve-default@2.1" and summary["backend"] == "onnx-cpu"
+    assert summary["model"] == "synthsieve-default@3" and summary["backend"] == "onnx-cpu"
     assert summary["inputs"] == 9 and summary["scores"] == 6 and summary["errors"] == 3
     assert summary["errors_by_stage"] == {"decode": 2, "read": 1}
     # which integer kernels ran, and the CPU that chose them
@@ -102,23 +102,23 @@ def test_bundled_model_auc_through_the_pipeline_matches_its_card(tmp_path, defau
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_eval_on_diverse_val_through_the_pipeline_reproduces_the_card(tmp_path, default_model,
-                                                                      shared_data):
+def test_eval_on_val_through_the_pipeline_reproduces_the_card(tmp_path, default_model,
+                                                              shared_data):
     """The README's eval command gives the model card's numbers: same decode, same graph."""
     import subprocess
     import sys
 
     manifest = tmp_path / "val.csv"
     subprocess.run([sys.executable, str(SCRIPTS / "shared_manifest.py"), "--data",
-                    str(shared_data), "--set", "diverse", "--split", "val", "--out",
+                    str(shared_data), "--set", "diverse,diverse2", "--split", "val", "--out",
                     str(manifest)], check=True, capture_output=True)
     out = tmp_path / "eval"
     assert main(["-q", "eval", str(manifest), "--out", str(out), "--group-column", "kind",
                  "--conditions", "as_is"]) == 0
     report = json.loads((out / "eval.json").read_text())
-    card = ModelSpec.load(DEFAULT_MODEL_DIR).raw["evaluation"]["diverse_val/as_is"]
-    print(f"diverse val through the pipeline: ROC-AUC {report['overall']['roc_auc']}, "
-          f"card {card['roc_auc']}")
+    card = ModelSpec.load(DEFAULT_MODEL_DIR).raw["evaluation"]["val/as_is"]
+    print(f"val (diverse and diverse2) through the pipeline: ROC-AUC "
+          f"{report['overall']['roc_auc']}, card {card['roc_auc']}")
     assert report["overall"]["n"] == card["n"]
     assert report["overall"]["roc_auc"] == pytest.approx(card["roc_auc"], abs=0.003)
     for kind in ("photo", "human-made non-photo", "AI photoreal", "AI other"):
