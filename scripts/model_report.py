@@ -510,7 +510,8 @@ thresholded on its own out-of-fold scores:
 |---|---|---|---|
 {curve_rows}
 
-Out-of-fold, on the train images as stored, with the thresholds above:
+Out-of-fold (the chosen heads), on the train images as stored, with the model's own
+thresholds (Output and verdicts, above):
 
 | kind | n | called ai_generated | inconclusive | not_ai_generated | ROC-AUC | FP rate, Wilson 95% upper |
 |---|---|---|---|---|---|---|
@@ -657,7 +658,8 @@ def _kind_verdict(study: dict) -> str:
                 f"too, so that a mispredicted kind cannot hide false positives) per-kind "
                 f"thresholds call {strict:.1%} of the AI images AI against {one:.1%} with one "
                 f"threshold; with caps over each true kind only, {loose:.1%}; even the true "
-                f"kind would buy only {oracle - one:+.1%}. So the model keeps one threshold: "
+                f"kind would buy only {100 * (oracle - one):+.1f} points. So the model keeps one "
+                f"threshold: "
                 f"with these features the photo cap binds about as hard as the art cap, and "
                 f"no kind is held to another's threshold.\n")
     return (f"Per-kind thresholds by the strict rule would call {strict:.1%} of the AI images "
