@@ -93,6 +93,13 @@ def design(emb: Embeddings, idx: np.ndarray, cand: Candidate) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def group_folds(files: list[str], rows: dict[str, Row], n: int, seed: int) -> dict[str, int]:
+    """file -> one of n folds, stratified by label, never splitting an origin."""
+    folds = StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(
+        files, [rows[f].label for f in files], [rows[f].group for f in files])
+    return {files[j]: k for k, (_, te) in enumerate(folds) for j in te}
+
+
 @dataclass
 class TrainSet:
     """Train rows' embeddings (orig and augmented copies) with their folds."""
@@ -111,9 +118,7 @@ class TrainSet:
     def build(cls, emb: Embeddings, rows: list[Row], seed: int) -> TrainSet:
         by_file = {r.file: r for r in rows}
         train = sorted(r.file for r in rows if r.split == "train")
-        folds = StratifiedGroupKFold(N_FOLDS, shuffle=True, random_state=seed).split(
-            train, [by_file[f].label for f in train], [by_file[f].group for f in train])
-        fold_of = {train[j]: k for k, (_, te) in enumerate(folds) for j in te}
+        fold_of = group_folds(train, by_file, N_FOLDS, seed)
         idx = np.array([i for i, (f, _v) in enumerate(emb.keys) if f in fold_of])
         files = [emb.keys[i][0] for i in idx]
         return cls(emb, by_file, idx,
@@ -164,50 +169,50 @@ def fit_head(x: np.ndarray, y: np.ndarray, cand: Candidate, weight: np.ndarray,
     return Head([(w.reshape(-1, 1), np.array([clf.intercept_[0] - mu @ w]))])
 
 
-def out_of_fold(ts: TrainSet, cand: Candidate) -> np.ndarray:
-    """Out-of-fold logits for every train copy; each fold's head is fitted on the other
-    folds' images, originals and augmented copies alike."""
+def out_of_fold(ts: TrainSet, cand: Candidate, ens: Ensemble | None = None, seed: int = 0
+                ) -> np.ndarray:
+    """Out-of-fold logits for every train copy; each fold's heads (one, unless `ens` says
+    otherwise) are fitted on the other folds' images, originals and augmented copies
+    alike."""
+    ens = ens or Ensemble()
     x = design(ts.emb, ts.idx, cand)
-    weight = np.where(ts.old, cand.old_weight, 1.0)
     oof = np.zeros(len(ts.idx))
     for k in range(N_FOLDS):
-        tr, te = ts.fold != k, ts.fold == k
-        oof[te] = fit_head(x[tr], ts.y[tr], cand, weight[tr]).logit(x[te])
+        head = ens.fit(ts, x, ts.fold != k, cand, seed + k)
+        oof[ts.fold == k] = head.logit(x[ts.fold == k])
     return oof
-
-
-def oof_auc(ts: TrainSet, cand: Candidate) -> float:
-    oof = out_of_fold(ts, cand)
-    return round(metrics.roc_auc(ts.y[ts.orig], oof[ts.orig]), 4)
 
 
 BOOTSTRAP_REPS = 200
 
 
-def grouped_bootstrap_se(ts: TrainSet, called: np.ndarray, seed: int) -> float:
+def origin_bootstrap_se(ts: TrainSet, called: np.ndarray, seed: int,
+                        baseline: np.ndarray | None = None) -> float:
     """Standard error of the out-of-fold TPR at the verdict (the share of AI stored files
-    `called` ai_generated) when whole origins are resampled: the uncertainty that matters
-    for sources the model has not seen."""
+    `called` ai_generated), or of its difference from `baseline`'s on the same images, when
+    whole origins are resampled: the uncertainty that matters for sources the model has
+    not seen."""
     m = ts.orig & (ts.y == 1)
-    hit = called[m].astype(float)
+    value = called[m].astype(float)
+    if baseline is not None:
+        value -= baseline[m]
     groups = np.array([ts.rows[f].group for f, keep in zip(ts.files, m, strict=True) if keep])
     names, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(names))]
     rng = np.random.default_rng(seed)
-    tprs = []
-    for _ in range(BOOTSTRAP_REPS):
-        pick = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
-        tprs.append(hit[pick].mean())
-    return float(np.std(tprs))
+    return float(np.std([value[np.concatenate([members[g] for g in rng.integers(
+        0, len(names), len(names))])].mean() for _ in range(BOOTSTRAP_REPS)]))
 
 
-def tpr_at_verdict(ts: TrainSet, oof_logit: np.ndarray) -> tuple[float, np.ndarray]:
+def verdict_metrics(ts: TrainSet, oof_logit: np.ndarray) -> tuple[float, float, np.ndarray]:
     """Out-of-fold logits calibrated and thresholded as the build does (platt, thresholds):
-    the share of AI stored files called ai_generated, and which copies are."""
+    ROC-AUC on the stored files, the share of AI stored files called ai_generated, and
+    which copies are."""
     a, b = platt(oof_logit[ts.orig], ts.y[ts.orig])
     p = sigmoid(a * oof_logit + b)
     called = p >= thresholds(ts, p)[1]
-    return float(called[ts.orig & (ts.y == 1)].mean()), called
+    auc = metrics.roc_auc(ts.y[ts.orig], oof_logit[ts.orig])
+    return auc, float(called[ts.orig & (ts.y == 1)].mean()), called
 
 
 def complexity(cand: Candidate) -> tuple:
@@ -227,8 +232,7 @@ def select(ts: TrainSet, log: Callable[[str], None], seed: int,
     table, results = [], []
     for cand in CANDIDATES:
         oof = out_of_fold(ts, cand)
-        auc = metrics.roc_auc(ts.y[ts.orig], oof[ts.orig])
-        tpr, called = tpr_at_verdict(ts, oof)
+        auc, tpr, called = verdict_metrics(ts, oof)
         art = ts.orig & ((ts.kind == KIND_ART) | (ts.y == 1))
         entry = {"candidate": cand.name, "C": cand.c, "old_weight": cand.old_weight,
                  "oof_roc_auc": round(auc, 4),
@@ -240,7 +244,7 @@ def select(ts: TrainSet, log: Callable[[str], None], seed: int,
             f"ROC-AUC {entry['oof_roc_auc']} (AI vs art {entry['oof_roc_auc_ai_vs_art']}), "
             f"TPR at the verdict {entry['oof_tpr_at_verdict']}")
     best_cand, best_tpr, _oof, best_called = max(results, key=lambda r: r[1])
-    se = grouped_bootstrap_se(ts, best_called, seed)
+    se = origin_bootstrap_se(ts, best_called, seed)
     eligible = [r for r in results if r[1] >= best_tpr - se]
     chosen = min(eligible, key=lambda r: complexity(r[0]))
     log(f"  best {best_cand.name} (C={best_cand.c}) TPR {best_tpr:.4f}, standard error "
@@ -273,15 +277,22 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def ai_threshold(y: np.ndarray, kind: np.ndarray, p: np.ndarray) -> float:
+    """The lowest ai_generated threshold (at least 0.5) that calls at most MAX_FPR of each
+    real kind AI."""
+    t_ai = 0.5
+    for k, cap in MAX_FPR.items():
+        s = np.sort(p[(y == 0) & (kind == k)])
+        allowed = int(np.floor(cap * len(s)))
+        t_ai = max(t_ai, float(s[len(s) - 1 - allowed]) + 1e-6)
+    return t_ai
+
+
 def thresholds(ts: TrainSet, p: np.ndarray) -> tuple[float, float, dict]:
     """ai_generated: the lowest threshold whose out-of-fold false positive rate is within
     MAX_FPR for each real kind; not_ai_generated: the highest whose out-of-fold false
     negative rate is within MAX_FNR, never above the AI threshold."""
-    t_ai = 0.5
-    for kind, cap in MAX_FPR.items():
-        s = np.sort(p[(ts.y == 0) & (ts.kind == kind)])
-        allowed = int(np.floor(cap * len(s)))
-        t_ai = max(t_ai, float(s[len(s) - 1 - allowed]) + 1e-6)
+    t_ai = ai_threshold(ts.y, ts.kind, p)
     ai = np.sort(p[ts.y == 1])
     t_not = min(float(ai[int(np.floor(MAX_FNR * len(ai)))]) - 1e-6, t_ai)
     rule = (f"ai_generated: lowest threshold with out-of-fold FPR <= "
@@ -392,11 +403,9 @@ def thresholds_by_kind(ts: TrainSet, p: np.ndarray, photo_like: np.ndarray,
     return {PHOTO_LIKE: round(float(a[i, j]), 6), OTHER: round(float(b[i, j]), 6)}
 
 
-def verdict_threshold(t: dict[str, float] | float, photo_like: np.ndarray) -> np.ndarray:
-    """The ai_generated threshold each image is held to."""
-    if isinstance(t, dict):
-        return np.where(photo_like >= 0.5, t[PHOTO_LIKE], t[OTHER])
-    return np.full(len(photo_like), float(t))
+def verdict_threshold(t: dict[str, float], photo_like: np.ndarray) -> np.ndarray:
+    """The ai_generated threshold each image is held to, by its predicted kind."""
+    return np.where(photo_like >= 0.5, t[PHOTO_LIKE], t[OTHER])
 
 
 def _called(ts: TrainSet, p: np.ndarray, threshold: np.ndarray) -> dict[str, float]:
@@ -439,10 +448,7 @@ HARD_WEIGHT = 3.0  # ... get this sample weight
 def _inner_folds(ts: TrainSet, sel: np.ndarray, seed: int) -> np.ndarray:
     """Folds grouped by origin inside the copies `sel` (-1 outside)."""
     files = [f for f, s in zip(ts.files, sel, strict=True) if s]
-    uniq = sorted(set(files))
-    folds = StratifiedGroupKFold(BAGS, shuffle=True, random_state=seed).split(
-        uniq, [ts.rows[f].label for f in uniq], [ts.rows[f].group for f in uniq])
-    fold_of = {uniq[j]: k for k, (_, te) in enumerate(folds) for j in te}
+    fold_of = group_folds(sorted(set(files)), ts.rows, BAGS, seed)
     out = np.full(len(ts.files), -1)
     out[sel] = [fold_of[f] for f in files]
     return out
@@ -470,8 +476,12 @@ class Ensemble:
         if not (self.bags or self.hard):
             return fit_head(x[sel], ts.y[sel], cand, weight[sel])
         inner = _inner_folds(ts, sel, seed)
-        heads = [fit_head(x[sel & (inner != b)], ts.y[sel & (inner != b)], cand,
-                          weight[sel & (inner != b)]) for b in range(BAGS)]
+
+        def bag(weight: np.ndarray) -> list[Head]:
+            return [fit_head(x[sel & (inner != b)], ts.y[sel & (inner != b)], cand,
+                             weight[sel & (inner != b)]) for b in range(BAGS)]
+
+        heads = bag(weight)
         if self.hard:
             oof = np.zeros(len(ts.files))
             for b, h in enumerate(heads):
@@ -483,8 +493,7 @@ class Ensemble:
             weight = weight * np.where([f in hard_files for f in ts.files], HARD_WEIGHT, 1.0)
             if not self.bags:
                 return fit_head(x[sel], ts.y[sel], cand, weight[sel])
-            heads = [fit_head(x[sel & (inner != b)], ts.y[sel & (inner != b)], cand,
-                              weight[sel & (inner != b)]) for b in range(BAGS)]
+            heads = bag(weight)
         return average_heads(heads)
 
 
@@ -495,16 +504,6 @@ def average_heads(heads: list[Head]) -> Head:
     w = np.mean([h.layers[0][0] for h in heads], axis=0)
     b = np.mean([h.layers[0][1] for h in heads], axis=0)
     return Head([(w, b)])
-
-
-def out_of_fold_ensemble(ts: TrainSet, cand: Candidate, ens: Ensemble, seed: int
-                         ) -> np.ndarray:
-    x = design(ts.emb, ts.idx, cand)
-    oof = np.zeros(len(ts.idx))
-    for k in range(N_FOLDS):
-        head = ens.fit(ts, x, ts.fold != k, cand, seed + k)
-        oof[ts.fold == k] = head.logit(x[ts.fold == k])
-    return oof
 
 
 # --- learning curve ------------------------------------------------------------------
@@ -534,11 +533,9 @@ def learning_curve(ts: TrainSet, cand: Candidate, ens: Ensemble, seed: int) -> l
                 tr = (ts.fold != k) & np.isin(groups, keep)
                 sizes.append(len(keep))
                 oof[ts.fold == k] = ens.fit(ts, x, tr, cand, seed + k).logit(x[ts.fold == k])
-            a, b = platt(oof[ts.orig], ts.y[ts.orig])
-            p = sigmoid(a * oof + b)
-            called = p >= thresholds(ts, p)[1]
-            aucs.append(metrics.roc_auc(ts.y[ts.orig], p[ts.orig]))
-            tprs.append(float(called[ts.orig & (ts.y == 1)].mean()))
+            auc, tpr, _called = verdict_metrics(ts, oof)
+            aucs.append(auc)
+            tprs.append(tpr)
             n_origins.append(float(np.mean(sizes)))
         out.append({"share_of_origins": share, "train_origins": round(float(np.mean(n_origins))),
                     "oof_roc_auc": round(float(np.mean(aucs)), 4),
@@ -548,20 +545,6 @@ def learning_curve(ts: TrainSet, cand: Candidate, ens: Ensemble, seed: int) -> l
 
 
 ENSEMBLES = (Ensemble(), Ensemble(bags=True), Ensemble(hard=True), Ensemble(bags=True, hard=True))
-
-
-def paired_bootstrap_se(ts: TrainSet, called_a: np.ndarray, called_b: np.ndarray,
-                        seed: int) -> float:
-    """Standard error of the difference in out-of-fold TPR at the verdict between two
-    heads on the same images, whole origins resampled."""
-    m = ts.orig & (ts.y == 1)
-    diff = called_a[m].astype(float) - called_b[m].astype(float)
-    groups = np.array([ts.rows[f].group for f, keep in zip(ts.files, m, strict=True) if keep])
-    names, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(names))]
-    rng = np.random.default_rng(seed)
-    return float(np.std([diff[np.concatenate([members[g] for g in rng.integers(
-        0, len(names), len(names))])].mean() for _ in range(BOOTSTRAP_REPS)]))
 
 
 def select_ensemble(ts: TrainSet, cand: Candidate, oof_single: np.ndarray, seed: int,
@@ -574,16 +557,15 @@ def select_ensemble(ts: TrainSet, cand: Candidate, oof_single: np.ndarray, seed:
     results = []
     # averaging heads into one is for linear heads
     for ens in (e for e in ENSEMBLES if not (e.bags and cand.hidden)):
-        oof = oof_single if ens == Ensemble() else out_of_fold_ensemble(ts, cand, ens, seed)
-        tpr, called = tpr_at_verdict(ts, oof)
-        auc = round(metrics.roc_auc(ts.y[ts.orig], oof[ts.orig]), 4)
-        results.append([ens, oof, called, {"ensemble": ens.name, "oof_roc_auc": auc,
+        oof = oof_single if ens == Ensemble() else out_of_fold(ts, cand, ens, seed)
+        auc, tpr, called = verdict_metrics(ts, oof)
+        results.append([ens, oof, called, {"ensemble": ens.name, "oof_roc_auc": round(auc, 4),
                                            "oof_tpr_at_verdict": round(tpr, 4)}])
     base = results[0]
     for r in results:
         r[3]["tpr_gain"] = round(r[3]["oof_tpr_at_verdict"]
                                  - base[3]["oof_tpr_at_verdict"], 4)
-        r[3]["tpr_gain_se"] = round(paired_bootstrap_se(ts, r[2], base[2], seed), 4)
+        r[3]["tpr_gain_se"] = round(origin_bootstrap_se(ts, r[2], seed, base[2]), 4)
         log(f"  {r[0].name}: out-of-fold ROC-AUC {r[3]['oof_roc_auc']}, TPR at the verdict "
             f"{r[3]['oof_tpr_at_verdict']} ({r[3]['tpr_gain']:+} +- {r[3]['tpr_gain_se']})")
     better = [r for r in results[1:] if r[3]["oof_roc_auc"] >= base[3]["oof_roc_auc"]

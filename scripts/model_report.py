@@ -50,7 +50,6 @@ KINDS = (KIND_PHOTO, KIND_ART, KIND_AI_PHOTO, KIND_AI_OTHER)
 LOFO_MIN_IMAGES = 8
 # synthsieve-default@2's head inputs, for the cost baseline
 V2_FEATURES = ["image_embeds", *(cls_name(b) for b in range(4, 12))]
-# The issue's targets on diverse val, quoted in the card next to what was measured.
 # The issue's targets on val (diverse val + diverse2 val), quoted in the card next to what
 # was measured: false positives as shares of each real kind, with Wilson 95% upper bounds.
 TARGETS = {"roc_auc": 0.975, "tpr": 0.60, "ece": 0.05, "fp_photo": 0.01, "fp_art": 0.02,
@@ -74,8 +73,8 @@ class Scorer:
     """The fitted model applied to cached features (what the assembled graph computes)."""
 
     def __init__(self, emb: Embeddings, cand: Candidate, head: Head,
-                 centroids: np.ndarray, t_not: float, t_ai: float, t_ood: float, calibration: tuple[float, float], ensemble: Ensemble,
-                 seed: int):
+                 centroids: np.ndarray, t_not: float, t_ai: float, t_ood: float,
+                 calibration: tuple[float, float], ensemble: Ensemble, seed: int):
         self.emb, self.cand, self.head = emb, cand, head
         # (a, b): calibrated logit = a * raw logit + b, for heads refitted without a group
         self.calibration = calibration
@@ -89,8 +88,8 @@ class Scorer:
         return 1.0 - (e @ self.centroids.T).max(1)
 
     def score_keys(self, keys: list[tuple[str, str]], head: Head | None = None) -> Scored:
-        """Calibrated scores and distances; `head` (uncalibrated, refitted
-        without some images) goes through the model's calibration."""
+        """Calibrated scores and distances; `head` (uncalibrated, refitted without some
+        images) goes through the model's calibration."""
         idx = np.array([self.index[k] for k in keys])
         x = design(self.emb, idx, self.cand)
         if head is None:
@@ -181,13 +180,7 @@ def evaluate(model: Scorer, rows: list[Row]) -> dict:
     return out
 
 
-def _refit(model: Scorer, ts: TrainSet, keep: np.ndarray) -> Head:
-    """The chosen head refitted on the kept train copies (uncalibrated logits)."""
-    return model.ensemble.fit(ts, design(ts.emb, ts.idx, model.cand), keep, model.cand,
-                              model.seed)
-
-
-def leave_one_origin_out(model: Scorer, ts: TrainSet, rows: list[Row], oof_p: np.ndarray,
+def unseen_origins(model: Scorer, ts: TrainSet, rows: list[Row], oof_p: np.ndarray,
                          oof_dist: np.ndarray) -> dict:
     """Every diverse and diverse2 image scored by a model that never saw its origin: train
     images out of fold (the grouped folds hold each origin out with a fifth of the others),
@@ -214,11 +207,13 @@ def leave_one_family_out(model: Scorer, ts: TrainSet, rows: list[Row]) -> dict:
     families = Counter(r.family for r in rows if r.label == 1 and r.dataset in VAL_SETS)
     real_val = [r for r in rows if r.dataset in VAL_SETS and r.split == "val" and r.label == 0]
     fam_of = np.array([ts.rows[f].family for f in ts.files])
+    x = design(ts.emb, ts.idx, model.cand)
     out = {}
     for fam, n in families.most_common():
         if n < LOFO_MIN_IMAGES or fam == "other":
             continue
-        head = _refit(model, ts, fam_of != fam)
+        # the chosen heads refitted without the family (uncalibrated logits)
+        head = model.ensemble.fit(ts, x, fam_of != fam, model.cand, model.seed)
         members = [r for r in rows if r.family == fam and r.dataset in VAL_SETS]
         s = model.score_keys([(r.file, "orig") for r in members + real_val], head)
         y = np.array([1] * len(members) + [0] * len(real_val))
@@ -281,7 +276,8 @@ def cpu_cost(encoder: Path, head: dict, model_path: Path, spec: ModelSpec, runs:
         # the cost of a graph is its structure; @2's weights do not matter for it
         build_onnx(encoder, {"format": "synthsieve-head/2",
                              "features": [{"tensor": t} for t in V2_FEATURES],
-                             "layers": [{"weights": np.zeros((512 + 768 * 8, 1)).tolist(),
+                             "layers": [{"weights": np.zeros(
+                                 (512 + 768 * (len(V2_FEATURES) - 1), 1)).tolist(),
                                          "bias": [0.0]}]}, v2, portable=False)
         build_onnx(encoder, head, fused, portable=False)
         sessions = {}
@@ -544,14 +540,14 @@ AI images in val by generator family (called ai_generated / n): {val_families}.
 
 {tried}
 
-### Every image from an origin the model never saw (diverse and diverse2, all {looo_n} images, {looo_origins} origins)
+### Every image from an origin the model never saw (diverse and diverse2, all {unseen_n} images, {unseen_origins} origins)
 
 Train images scored out of fold (heads fitted without their fold of origins, as above), val
-images by the model itself. ROC-AUC {looo_auc}, TPR@1%FPR {looo_tpr}, ECE {looo_ece}.
+images by the model itself. ROC-AUC {unseen_auc}, TPR@1%FPR {unseen_tpr}, ECE {unseen_ece}.
 
 | kind | n | called ai_generated | inconclusive | not_ai_generated | ROC-AUC | FP rate, Wilson 95% upper |
 |---|---|---|---|---|---|---|
-{looo_kinds}
+{unseen_kinds}
 
 ### Leave one generator family out (diverse and diverse2)
 
@@ -697,7 +693,7 @@ def render_card(spec: dict) -> str:
                 f"on these features the rule alone would choose {would['candidate']} "
                 f"(C={would['C']}). Which candidate the rule picks moves with noise of this "
                 f"size: the next data step should settle it.")
-    looo = build["leave_one_origin_out"]
+    unseen = build["unseen_origins"]
     lofo = "\n".join(f"| {f} | {r['n_ai']} | {r['in_train']} | {_f(r['roc_auc'])} | "
                      f"{r['recall']:.1%} |" for f, r in build["leave_one_family_out"].items())
     counts = build["data"]["counts"]
@@ -757,8 +753,8 @@ def render_card(spec: dict) -> str:
         val_kinds=_kind_rows(ev["val/as_is"]["by_kind"]),
         val_families=", ".join(f"{f} {r['ai_generated']}/{r['n']}" for f, r in fams.items()),
         targets=_targets(ev, build["leave_one_family_out"]), tried=_tried(build, ev),
-        looo_n=looo["n"], looo_origins=looo["origins"], looo_auc=_f(looo["roc_auc"]),
-        looo_tpr=_f(looo["tpr_at_1pct_fpr"]), looo_ece=_f(looo["ece"]),
-        looo_kinds=_kind_rows(looo["by_kind"]), lofo_min=LOFO_MIN_IMAGES, lofo_rows=lofo,
+        unseen_n=unseen["n"], unseen_origins=unseen["origins"], unseen_auc=_f(unseen["roc_auc"]),
+        unseen_tpr=_f(unseen["tpr_at_1pct_fpr"]), unseen_ece=_f(unseen["ece"]),
+        unseen_kinds=_kind_rows(unseen["by_kind"]), lofo_min=LOFO_MIN_IMAGES, lofo_rows=lofo,
         n_train=n_train, fpr_art=MAX_FPR[KIND_ART],
     ) + f"\nOut-of-fold false negative cap for `not_ai_generated`: {MAX_FNR:.0%}.\n"

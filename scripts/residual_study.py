@@ -42,12 +42,12 @@ from model_data import (
     image_rng,
     load_rows,
 )
-from PIL import Image, ImageOps
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 
 from synthsieve.evaluation import metrics
 from synthsieve.evaluation.perturb import jpeg75_half
-from synthsieve.images import to_rgb
+from synthsieve.images import DEFAULT_MAX_PIXELS, decode_image
 from synthsieve.inference.spec import ModelSpec
 from synthsieve.models.assemble import fetch_encoder, portable_encoder_file
 
@@ -62,7 +62,8 @@ def log(msg: str) -> None:
 
 
 def decode(blob: bytes) -> Image.Image:
-    return to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(blob))))
+    """The pipeline's own decode, at the stored size."""
+    return decode_image(blob, (PATCH, PATCH), DEFAULT_MAX_PIXELS, full_size=True).image
 
 
 def training_copy(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
@@ -162,11 +163,7 @@ def image_logits(net, patches: list[np.ndarray]) -> np.ndarray:
 
 def tpr_at_caps(y: np.ndarray, kind: np.ndarray, p: np.ndarray) -> tuple[float, dict]:
     """The build's rule (fit.MAX_FPR per real kind) on one set of scores."""
-    t = 0.5
-    for k, cap in fit.MAX_FPR.items():
-        s = np.sort(p[(y == 0) & (kind == k)])
-        t = max(t, float(s[len(s) - 1 - int(np.floor(cap * len(s)))]) + 1e-6)
-    called = p >= t
+    called = p >= fit.ai_threshold(y, kind, p)
     return float(called[y == 1].mean()), {
         k: round(float(called[kind == k].mean()), 4)
         for k in (KIND_AI_PHOTO, KIND_AI_OTHER, KIND_PHOTO, KIND_ART)}
